@@ -1,0 +1,95 @@
+// Run-time choice of the block kernels (compiled for baseline flags only).
+#include "softshare/dispatch.hpp"
+
+#include <atomic>
+#include <stdexcept>
+
+namespace softshare {
+namespace kernel {
+
+namespace {
+
+bool cpu_has(const std::string& name) {
+    if (name == "baseline") return true;
+#ifdef SOFTSHARE_X86_DISPATCH
+    __builtin_cpu_init();
+    // libgcc's checks include the OS's support for the wider registers (XCR0).
+    if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (name == "avx512") {
+        return cpu_has("avx2") && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vl");
+    }
+#endif
+    return false;
+}
+
+const std::vector<std::string>& all_targets() {
+#ifdef SOFTSHARE_X86_DISPATCH
+    static const std::vector<std::string> names{"baseline", "avx2", "avx512"};
+#else
+    static const std::vector<std::string> names{"baseline"};
+#endif
+    return names;
+}
+
+KernelTable table_unchecked(const std::string& name) {
+#ifdef SOFTSHARE_X86_DISPATCH
+    if (name == "avx2") return table_avx2();
+    if (name == "avx512") return table_avx512();
+#endif
+    (void)name;
+    return table_baseline();
+}
+
+// Index into supported_targets(); -1 until first use.
+std::atomic<int> g_active{-1};
+
+}  // namespace
+
+const std::vector<std::string>& supported_targets() {
+    static const std::vector<std::string> targets = [] {
+        std::vector<std::string> out;
+        for (const auto& name : all_targets()) {
+            if (cpu_has(name)) out.push_back(name);
+        }
+        return out;
+    }();
+    return targets;
+}
+
+KernelTable table_for(const std::string& name) {
+    bool known = false;
+    for (const auto& n : all_targets()) known = known || n == name;
+    if (!known) {
+        std::string msg = "unknown SIMD target '" + name + "'; this build has:";
+        for (const auto& n : all_targets()) msg += " " + n;
+        throw std::invalid_argument(msg);
+    }
+    if (!cpu_has(name)) {
+        throw std::invalid_argument("SIMD target '" + name + "' is not supported by this CPU");
+    }
+    return table_unchecked(name);
+}
+
+KernelTable active_table() {
+    static const std::vector<KernelTable> tables = [] {
+        std::vector<KernelTable> out;
+        for (const auto& name : supported_targets()) out.push_back(table_unchecked(name));
+        return out;
+    }();
+    int idx = g_active.load();
+    if (idx < 0 || idx >= static_cast<int>(tables.size())) idx = static_cast<int>(tables.size()) - 1;
+    return tables[static_cast<std::size_t>(idx)];
+}
+
+void set_target(const std::string& name) {
+    table_for(name);  // throws for unknown or unsupported targets
+    const auto& targets = supported_targets();
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+        if (targets[i] == name) g_active.store(static_cast<int>(i));
+    }
+}
+
+}  // namespace kernel
+}  // namespace softshare

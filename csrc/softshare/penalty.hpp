@@ -1,0 +1,230 @@
+// The driver of the fused pass: blocks, threads and the fixed-order reduction.
+//
+// Python-free. The weights arrive as segments (one per array of the caller's
+// list), each float32 or float64, contiguous. Every segment is cut into blocks
+// of kBlockSize weights; blocks are processed in parallel in rounds of
+// kRoundBlocks and their partials are folded into the totals strictly in block
+// order, so the result does not depend on the number of threads or on the
+// schedule, and the extra memory is O(kRoundBlocks * M) whatever N is.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "softshare/types.hpp"
+
+namespace softshare {
+namespace kernel {
+
+enum class DType { f32, f64 };
+
+struct Segment {
+    DType dtype;
+    const void* w;   // n weights
+    void* grad_w;    // n outputs, same dtype
+    void* gamma;     // n x M outputs, same dtype, or nullptr
+    std::int64_t n;
+};
+
+struct Totals {
+    double sum_l = 0.0;        // sum_i L_i (Omega = -sum_l)
+    double check = 0.0;        // NaN when some weight is not finite
+    std::vector<double> stats;  // (3, M) row-major: S0, S1, S2
+};
+
+constexpr std::int64_t kRoundBlocks = 256;
+
+// The mixture precomputed once per call in float64 and rounded to T.
+template <class T>
+struct Components {
+    Components(const double* mu_in, const double* log_var, const double* logit, std::int64_t m_in)
+        : m(m_in),
+          mu(static_cast<std::size_t>(m_in)),
+          mu_lo(static_cast<std::size_t>(m_in)),
+          inv_sigma(static_cast<std::size_t>(m_in)),
+          c(static_cast<std::size_t>(m_in)) {
+        double mx = logit[0];
+        for (std::int64_t j = 1; j < m; ++j) mx = logit[j] > mx ? logit[j] : mx;
+        double sum = 0.0;
+        for (std::int64_t j = 0; j < m; ++j) sum += std::exp(logit[j] - mx);
+        const double log_norm = mx + std::log(sum);
+        const double half_log_2pi = 0.9189385332046728;  // 0.5 * ln(2 pi)
+        for (std::int64_t j = 0; j < m; ++j) {
+            mu[j] = static_cast<T>(mu_in[j]);
+            mu_lo[j] = static_cast<T>(mu_in[j] - static_cast<double>(mu[j]));
+            inv_sigma[j] = static_cast<T>(std::exp(-0.5 * log_var[j]));
+            c[j] = static_cast<T>(logit[j] - log_norm - half_log_2pi - 0.5 * log_var[j]);
+        }
+    }
+    ComponentsView<T> view() const {
+        return {mu.data(), mu_lo.data(), inv_sigma.data(), c.data(), m};
+    }
+
+    std::int64_t m;
+    std::vector<T> mu;
+    std::vector<T> mu_lo;
+    std::vector<T> inv_sigma;
+    std::vector<T> c;
+};
+
+// Owns one thread's scratch for the block kernels.
+template <class T>
+struct Workspace {
+    explicit Workspace(std::int64_t m)
+        : buf(static_cast<std::size_t>(m * kLanes)),
+          sub(static_cast<std::size_t>(3 * m * kLanes)),
+          acc(static_cast<std::size_t>(3 * m * kLanes)) {}
+    Scratch<T> scratch() { return {buf.data(), sub.data(), acc.data()}; }
+
+    std::vector<T> buf;
+    std::vector<T> sub;
+    std::vector<double> acc;
+};
+
+inline bool has_openmp() {
+#ifdef _OPENMP
+    return true;
+#else
+    return false;
+#endif
+}
+
+// Threads OpenMP would use for a parallel region by default (1 without OpenMP).
+inline int default_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+namespace detail {
+
+struct Block {
+    std::int64_t segment;
+    std::int64_t begin;
+    std::int64_t n;
+};
+
+template <class T>
+void run_block(BlockFn<T> fn, const ComponentsView<T>& comp, const Segment& seg, const Block& b,
+               T lam, double* partial, const Scratch<T>& scratch) {
+    const T* w = static_cast<const T*>(seg.w) + b.begin;
+    T* grad_w = static_cast<T*>(seg.grad_w) + b.begin;
+    T* gamma = seg.gamma == nullptr ? nullptr : static_cast<T*>(seg.gamma) + b.begin * comp.m;
+    fn(comp, w, grad_w, gamma, b.n, lam, partial, scratch);
+}
+
+struct Runner {
+    const KernelTable& table;
+    const std::vector<Segment>& segments;
+    ComponentsView<float> comp32;
+    ComponentsView<double> comp64;
+    double lam;
+
+    // One thread's scratch for both precisions.
+    struct ThreadScratch {
+        explicit ThreadScratch(std::int64_t m) : ws32(m), ws64(m) {}
+        Workspace<float> ws32;
+        Workspace<double> ws64;
+    };
+
+    void block(const Block& b, double* partial, ThreadScratch& ts) const {
+        const Segment& seg = segments[static_cast<std::size_t>(b.segment)];
+        if (seg.dtype == DType::f32) {
+            run_block<float>(table.f32, comp32, seg, b, static_cast<float>(lam), partial,
+                             ts.ws32.scratch());
+        } else {
+            run_block<double>(table.f64, comp64, seg, b, lam, partial, ts.ws64.scratch());
+        }
+    }
+};
+
+inline void fold(Totals& totals, const double* partial, std::int64_t m) {
+    totals.sum_l += partial[0];
+    totals.check += partial[1];
+    for (std::int64_t k = 0; k < 3 * m; ++k) totals.stats[static_cast<std::size_t>(k)] += partial[2 + k];
+}
+
+}  // namespace detail
+
+// One fused pass over all segments. n_threads <= 0 means OpenMP's default.
+// The caller has checked the mixture (M >= 1, finite) and the segments.
+inline Totals run_penalty(const KernelTable& table, const double* mu, const double* log_var,
+                          const double* logit, std::int64_t m, double lam,
+                          const std::vector<Segment>& segments, int n_threads) {
+    if (m < 1) throw std::invalid_argument("the mixture needs at least one component");
+    const Components<float> comp32(mu, log_var, logit, m);
+    const Components<double> comp64(mu, log_var, logit, m);
+    const detail::Runner runner{table, segments, comp32.view(), comp64.view(), lam};
+
+    // Block b of the whole problem lies in the segment s with
+    // first_block[s] <= b < first_block[s + 1]: O(segments) memory, not O(N).
+    std::vector<std::int64_t> first_block(segments.size() + 1, 0);
+    for (std::size_t s = 0; s < segments.size(); ++s) {
+        first_block[s + 1] = first_block[s] + (segments[s].n + kBlockSize - 1) / kBlockSize;
+    }
+    const std::int64_t n_blocks = first_block.back();
+    const auto block_at = [&](std::int64_t b) {
+        const auto it = std::upper_bound(first_block.begin(), first_block.end(), b);
+        const auto s = static_cast<std::size_t>(it - first_block.begin()) - 1;
+        const std::int64_t begin = (b - first_block[s]) * kBlockSize;
+        return detail::Block{static_cast<std::int64_t>(s), begin,
+                             std::min(kBlockSize, segments[s].n - begin)};
+    };
+    const std::int64_t psize = partial_size(m);
+
+    Totals totals;
+    totals.stats.assign(static_cast<std::size_t>(3 * m), 0.0);
+
+    int threads = 1;
+#ifdef _OPENMP
+    threads = n_threads > 0 ? n_threads : omp_get_max_threads();
+#else
+    (void)n_threads;
+#endif
+    threads = static_cast<int>(std::min<std::int64_t>(threads, n_blocks));
+
+    if (threads <= 1) {
+        // Small inputs or one thread: no parallel region at all.
+        detail::Runner::ThreadScratch scratch(m);
+        std::vector<double> partial(static_cast<std::size_t>(psize));
+        for (std::int64_t b = 0; b < n_blocks; ++b) {
+            runner.block(block_at(b), partial.data(), scratch);
+            detail::fold(totals, partial.data(), m);
+        }
+        return totals;
+    }
+
+#ifdef _OPENMP
+    const std::int64_t round_len = std::min(kRoundBlocks, n_blocks);
+    std::vector<double> partials(static_cast<std::size_t>(round_len * psize));
+#pragma omp parallel num_threads(threads)
+    {
+        detail::Runner::ThreadScratch scratch(m);
+        for (std::int64_t r0 = 0; r0 < n_blocks; r0 += round_len) {
+            const std::int64_t r1 = std::min(n_blocks, r0 + round_len);
+#pragma omp for schedule(static)
+            for (std::int64_t b = r0; b < r1; ++b) {
+                runner.block(block_at(b), partials.data() + (b - r0) * psize,
+                             scratch);
+            }
+#pragma omp single
+            for (std::int64_t b = r0; b < r1; ++b) {
+                detail::fold(totals, partials.data() + (b - r0) * psize, m);
+            }
+        }
+    }
+#endif
+    return totals;
+}
+
+}  // namespace kernel
+}  // namespace softshare

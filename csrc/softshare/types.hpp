@@ -1,0 +1,59 @@
+// Shared types of the softshare kernel. Python-free.
+//
+// Everything here is plain data: the per-instruction-set translation units
+// (kernel_<isa>.cpp) include it, and they must not instantiate any inline
+// function or template that another translation unit also instantiates,
+// or the linker could pick the AVX copy for baseline code.
+#pragma once
+
+#include <cstdint>
+
+namespace softshare {
+namespace kernel {
+
+// SIMD lanes per tile: weights processed side by side.
+constexpr int kLanes = 16;
+// Weights per block. Blocks are the unit of parallel work and of the fixed-order
+// reduction, so this constant (never the thread count) decides the summation
+// order: results are bit-identical for every n_threads.
+constexpr std::int64_t kBlockSize = 4096;
+// Tiles whose S0/S1/S2 terms are summed per lane in the weights' precision
+// before being added to the float64 accumulators: a float32 partial holds at
+// most this many terms, so its rounding stays at the level of the terms' own.
+constexpr int kSubTiles = 8;
+
+// The mixture as the kernel reads it (precomputed in float64, rounded to T).
+template <class T>
+struct ComponentsView {
+    const T* mu;         // mu_j rounded to T
+    const T* mu_lo;      // mu_j - (double)mu[j] rounded to T: w - mu_j is (w - mu) - mu_lo
+    const T* inv_sigma;  // 1 / sigma_j = exp(-log_var_j / 2)
+    const T* c;          // ln pi_j - 0.5 ln(2 pi) - 0.5 log_var_j
+    std::int64_t m;
+};
+
+// Per-thread scratch of one block, owned by the caller:
+// buf M x kLanes (T), sub 3 x M x kLanes (T), acc 3 x M x kLanes (float64).
+template <class T>
+struct Scratch {
+    T* buf;
+    T* sub;
+    double* acc;
+};
+
+// Length of one block's partial result: [sum L, check, S0 (M), S1 (M), S2 (M)].
+constexpr std::int64_t partial_size(std::int64_t m) { return 2 + 3 * m; }
+
+template <class T>
+using BlockFn = void (*)(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamma,
+                         std::int64_t n, T lam, double* partial, const Scratch<T>& scratch);
+
+// The block kernels of one instruction set.
+struct KernelTable {
+    const char* name;
+    BlockFn<float> f32;
+    BlockFn<double> f64;
+};
+
+}  // namespace kernel
+}  // namespace softshare

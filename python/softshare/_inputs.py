@@ -1,0 +1,152 @@
+"""Input checks shared by the native penalty and its NumPy reference."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+
+from ._mixture import Mixture
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from numpy.typing import ArrayLike, NDArray
+
+#: What ``penalty`` accepts as weights: one array, or a list/tuple of arrays.
+WeightsLike = Union["ArrayLike", "Sequence[ArrayLike]"]
+
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The caller's weights as flat, contiguous, native float32/float64 arrays.
+
+    ``flat[k]`` is a view of the caller's k-th array whenever that array was
+    already contiguous, native and float32/float64; otherwise it is a converted
+    copy of that one array (never a concatenation of all of them).
+    """
+
+    flat: list[NDArray[np.floating]]
+    shapes: list[tuple[int, ...]]
+    names: list[str]
+    is_sequence: bool
+
+    @property
+    def n(self) -> int:
+        """Total number of weights."""
+        return sum(int(a.size) for a in self.flat)
+
+    def unflatten(
+        self, arrays: list[NDArray[np.floating]]
+    ) -> NDArray[np.floating] | list[NDArray[np.floating]]:
+        """Give per-weight outputs the caller's shapes, as one array or a list."""
+        shaped = [a.reshape(shape) for a, shape in zip(arrays, self.shapes)]
+        return shaped if self.is_sequence else shaped[0]
+
+    def unflatten_gamma(
+        self, arrays: list[NDArray[np.floating]]
+    ) -> NDArray[np.floating] | list[NDArray[np.floating]]:
+        """Responsibilities as (n_i, M) per array, as one array or a list."""
+        return list(arrays) if self.is_sequence else arrays[0]
+
+    def raise_if_not_finite(self) -> None:
+        """Raise ``ValueError`` naming the first array and index holding NaN/inf."""
+        for arr, shape, name in zip(self.flat, self.shapes, self.names):
+            bad = np.flatnonzero(~np.isfinite(arr))
+            if bad.size:
+                flat_index = int(bad[0])
+                index = tuple(int(i) for i in np.unravel_index(flat_index, shape)) if shape else ()
+                msg = (
+                    f"{name} must be finite: found {arr[flat_index]} at index {index}"
+                    if shape
+                    else f"{name} must be finite: got {arr[flat_index]}"
+                )
+                raise ValueError(msg)
+
+
+def as_weights(weights: WeightsLike) -> Weights:
+    """Check and flatten ``weights`` (an array, or a list/tuple of arrays).
+
+    float32 and float64 arrays are used as they are (a copy is made only for a
+    non-contiguous or byte-swapped array); other real dtypes (integers, bool,
+    float16, long double) become float64. Complex, object, string and other
+    non-real dtypes raise ``TypeError``.
+    """
+    is_sequence = isinstance(weights, (list, tuple))
+    items = list(weights) if is_sequence else [weights]  # type: ignore[arg-type]
+    flat: list[NDArray[np.floating]] = []
+    shapes: list[tuple[int, ...]] = []
+    names: list[str] = []
+    for k, item in enumerate(items):
+        name = f"weights[{k}]" if is_sequence else "weights"
+        try:
+            arr = np.asarray(item)
+        except (TypeError, ValueError) as err:
+            msg = f"{name} could not be read as a numeric array: {err}"
+            raise TypeError(msg) from err
+        if arr.dtype.kind not in "biuf":
+            msg = f"{name} must hold real numbers, got an array of dtype {arr.dtype}"
+            raise TypeError(msg)
+        native = arr.dtype.newbyteorder("=")
+        target = native if native in _KERNEL_DTYPES else np.dtype(np.float64)
+        flat.append(np.ascontiguousarray(arr, dtype=target).reshape(-1))
+        shapes.append(tuple(int(s) for s in arr.shape))
+        names.append(name)
+    return Weights(flat, shapes, names, is_sequence)
+
+
+def as_mixture(mixture: object) -> Mixture:
+    """Check that ``mixture`` is a :class:`Mixture`."""
+    if not isinstance(mixture, Mixture):
+        msg = (
+            "mixture must be a softshare.Mixture (build one with "
+            f"softshare.Mixture(mu, log_var, logit)), got {type(mixture).__name__}"
+        )
+        raise TypeError(msg)
+    return mixture
+
+
+def as_lam(lam: object) -> float:
+    """Check the penalty strength: a finite real number >= 0."""
+    if isinstance(lam, (bool, np.bool_)) or not isinstance(lam, numbers.Real):
+        msg = f"lam must be a real number, got {type(lam).__name__}"
+        raise TypeError(msg)
+    value = float(lam)
+    if not math.isfinite(value) or value < 0:
+        msg = f"lam must be finite and >= 0, got {value}"
+        raise ValueError(msg)
+    return value
+
+
+def cpu_count() -> int:
+    """Cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def as_n_threads(n_threads: object, default: int) -> int:
+    """Resolve ``n_threads``: None -> ``default``, -1 -> all cores, k >= 1 -> k."""
+    if n_threads is None:
+        return max(1, default)
+    if isinstance(n_threads, (bool, np.bool_)):
+        msg = f"n_threads must be None, -1 or a positive int, got {n_threads!r}"
+        raise ValueError(msg)  # noqa: TRY004 (the API: ValueError for any bad n_threads)
+    try:
+        k = operator.index(n_threads)  # type: ignore[arg-type]
+    except TypeError:
+        msg = f"n_threads must be None, -1 or a positive int, got {n_threads!r}"
+        raise ValueError(msg) from None
+    if k == -1:
+        return cpu_count()
+    if k < 1:
+        msg = f"n_threads must be None, -1 or a positive int, got {k}"
+        raise ValueError(msg)
+    return k

@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["Mixture"]
+
+
+def _param(name: str, values: ArrayLike) -> NDArray[np.float64]:
+    """Return a read-only float64 copy of a 1-D, finite, real mixture parameter."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "biuf":
+        msg = f"{name} must be real numbers, got an array of dtype {arr.dtype}"
+        raise TypeError(msg)
+    if arr.ndim != 1:
+        msg = f"{name} must be 1-D (one value per component), got shape {arr.shape}"
+        raise ValueError(msg)
+    out = np.array(arr, dtype=np.float64, copy=True)
+    bad = np.flatnonzero(~np.isfinite(out))
+    if bad.size:
+        i = int(bad[0])
+        msg = f"{name} must be finite: {name}[{i}] = {out[i]}"
+        raise ValueError(msg)
+    out.setflags(write=False)
+    return out
+
+
+def _readonly(arr: NDArray[np.float64]) -> NDArray[np.float64]:
+    arr.setflags(write=False)
+    return arr
+
+
+class Mixture:
+    """A Gaussian mixture prior over weights, in its unconstrained parameters.
+
+    Parameters
+    ----------
+    mu : array_like, shape (M,)
+        Component means ``mu_j``.
+    log_var : array_like, shape (M,)
+        Log-variances ``xi_j = ln sigma_j**2``.
+    logit : array_like, shape (M,)
+        Mixing logits ``eta_j``; the mixing proportions are ``softmax(logit)``.
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not real-valued.
+    ValueError
+        If a parameter is not 1-D or not finite, the three lengths differ,
+        or ``M == 0``.
+
+    Notes
+    -----
+    The arrays are copied to float64 and made read-only, so a ``Mixture`` is
+    an immutable value. ``pi``, ``sigma`` and ``var`` are derived from them.
+
+    Examples
+    --------
+    >>> import softshare
+    >>> mix = softshare.Mixture([0.0, 0.5], [-4.0, -2.0], [2.0, 0.0])
+    >>> mix.n_components
+    2
+    """
+
+    __slots__ = ("_log_var", "_logit", "_mu")
+
+    def __init__(self, mu: ArrayLike, log_var: ArrayLike, logit: ArrayLike) -> None:
+        mu_a = _param("mu", mu)
+        log_var_a = _param("log_var", log_var)
+        logit_a = _param("logit", logit)
+        m = mu_a.shape[0]
+        if m == 0:
+            msg = "a mixture needs at least one component (M >= 1), got M = 0"
+            raise ValueError(msg)
+        if log_var_a.shape[0] != m or logit_a.shape[0] != m:
+            msg = (
+                "mu, log_var and logit must have the same length M, got "
+                f"{m}, {log_var_a.shape[0]} and {logit_a.shape[0]}"
+            )
+            raise ValueError(msg)
+        self._mu = mu_a
+        self._log_var = log_var_a
+        self._logit = logit_a
+
+    @classmethod
+    def from_pi_sigma(cls, pi: ArrayLike, mu: ArrayLike, sigma: ArrayLike) -> Mixture:
+        """Build a mixture from its natural parameters.
+
+        Parameters
+        ----------
+        pi : array_like, shape (M,)
+            Mixing proportions, all > 0. They are normalised to sum to 1.
+        mu : array_like, shape (M,)
+            Component means.
+        sigma : array_like, shape (M,)
+            Component standard deviations, all > 0.
+
+        Returns
+        -------
+        Mixture
+            With ``logit = ln(pi / sum(pi))`` and ``log_var = 2 ln(sigma)``.
+
+        Raises
+        ------
+        ValueError
+            If some ``pi`` or ``sigma`` is not positive, or as ``Mixture``.
+        """
+        pi_a = _param("pi", pi)
+        sigma_a = _param("sigma", sigma)
+        for name, arr in (("pi", pi_a), ("sigma", sigma_a)):
+            bad = np.flatnonzero(arr <= 0)
+            if bad.size:
+                i = int(bad[0])
+                msg = f"{name} must be positive: {name}[{i}] = {arr[i]}"
+                raise ValueError(msg)
+        logit = np.log(pi_a) - np.log(np.sum(pi_a))
+        return cls(mu, 2.0 * np.log(sigma_a), logit)
+
+    @property
+    def mu(self) -> NDArray[np.float64]:
+        """Component means, float64, shape (M,), read-only."""
+        return self._mu
+
+    @property
+    def log_var(self) -> NDArray[np.float64]:
+        """Log-variances ``ln sigma**2``, float64, shape (M,), read-only."""
+        return self._log_var
+
+    @property
+    def logit(self) -> NDArray[np.float64]:
+        """Mixing logits, float64, shape (M,), read-only."""
+        return self._logit
+
+    @property
+    def n_components(self) -> int:
+        """Number of components M."""
+        return int(self._mu.shape[0])
+
+    @property
+    def log_pi(self) -> NDArray[np.float64]:
+        """Log mixing proportions ``logit - logsumexp(logit)``."""
+        top = np.max(self._logit)
+        return _readonly(self._logit - (top + np.log(np.sum(np.exp(self._logit - top)))))
+
+    @property
+    def pi(self) -> NDArray[np.float64]:
+        """Mixing proportions ``softmax(logit)``, summing to 1."""
+        return _readonly(np.exp(self.log_pi))
+
+    @property
+    def var(self) -> NDArray[np.float64]:
+        """Component variances ``exp(log_var)``."""
+        return _readonly(np.exp(self._log_var))
+
+    @property
+    def sigma(self) -> NDArray[np.float64]:
+        """Component standard deviations ``exp(log_var / 2)``."""
+        return _readonly(np.exp(0.5 * self._log_var))
+
+    def __repr__(self) -> str:
+        with np.printoptions(precision=4, threshold=8):
+            return f"Mixture(mu={self._mu}, log_var={self._log_var}, logit={self._logit})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mixture):
+            return NotImplemented
+        return bool(
+            np.array_equal(self._mu, other._mu)
+            and np.array_equal(self._log_var, other._log_var)
+            and np.array_equal(self._logit, other._logit)
+        )
+
+    __hash__ = None  # type: ignore[assignment]

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from ._inputs import Weights
+    from ._mixture import Mixture
+
+__all__ = ["PenaltyResult"]
+
+#: One array, or a list of arrays in the order of the caller's weights.
+ArrayOrList = Union["NDArray[np.floating]", "list[NDArray[np.floating]]"]
+
+
+@dataclass(frozen=True)
+class PenaltyResult:
+    """The soft weight-sharing penalty and all its gradients.
+
+    Attributes
+    ----------
+    value : float
+        ``lam * Omega(w)`` with ``Omega = -sum_i ln p(w_i)``.
+    grad_w : ndarray or list of ndarray
+        ``d(lam * Omega) / dw``, with the shape(s) and dtype of the weights
+        (float64 for integer or other non-float32 input).
+    grad_mu, grad_sigma, grad_log_var, grad_logit : ndarray, shape (M,)
+        Gradients with respect to the component means, standard deviations,
+        log-variances and mixing logits (float64).
+    stats : ndarray, shape (3, M)
+        The component sums ``S0, S1, S2`` (without ``lam``), float64.
+    n : int
+        Number of weights.
+    gamma : ndarray, list of ndarray, or None
+        Responsibilities, shape ``(n_i, M)`` per array in the weights' dtype,
+        when asked for with ``responsibilities=True``.
+    """
+
+    value: float
+    grad_w: ArrayOrList
+    grad_mu: NDArray[np.float64]
+    grad_sigma: NDArray[np.float64]
+    grad_log_var: NDArray[np.float64]
+    grad_logit: NDArray[np.float64]
+    stats: NDArray[np.float64]
+    n: int
+    gamma: ArrayOrList | None = None
+
+
+def build_result(
+    *,
+    sum_l: float,
+    stats: NDArray[np.float64],
+    grads: list[NDArray[np.floating]],
+    gammas: list[NDArray[np.floating]] | None,
+    weights: Weights,
+    mixture: Mixture,
+    lam: float,
+) -> PenaltyResult:
+    """Turn the fused pass's sums into a :class:`PenaltyResult` (SPEC gradients)."""
+    value = -lam * float(sum_l)
+    if not math.isfinite(value):
+        msg = (
+            "the penalty overflowed: some weight is too far from every mixture component for "
+            f"its log-density to be represented (value = {value}); rescale the weights or "
+            "widen the components"
+        )
+        raise ValueError(msg)
+    s0, s1, s2 = stats
+    var = mixture.var
+    sigma = mixture.sigma
+    n = weights.n
+    return PenaltyResult(
+        value=value + 0.0,  # never -0.0
+        grad_w=weights.unflatten(grads),
+        grad_mu=-lam * s1 / var,
+        grad_sigma=lam * (s0 / sigma - s2 / (sigma * var)),
+        grad_log_var=0.5 * lam * (s0 - s2 / var),
+        grad_logit=lam * (n * mixture.pi - s0),
+        stats=stats,
+        n=n,
+        gamma=None if gammas is None else weights.unflatten_gamma(gammas),
+    )

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+import softshare
+from softshare import _core, reference
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from numpy.typing import NDArray
+
+SIMD_TARGETS = softshare.simd_targets()
+
+
+@pytest.fixture(params=SIMD_TARGETS)
+def simd(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once on every SIMD path this CPU supports."""
+    before = softshare.simd_target()
+    _core.set_simd_target(request.param)
+    try:
+        yield str(request.param)
+    finally:
+        _core.set_simd_target(before)
+
+
+def random_mixture(rng: np.random.Generator, m: int, *, spread: float = 0.3) -> softshare.Mixture:
+    """A mixture with means in [-spread, spread] and sigmas 1e-3 .. 0.3."""
+    return softshare.Mixture(
+        mu=rng.uniform(-spread, spread, m),
+        log_var=rng.uniform(2 * np.log(1e-3), 2 * np.log(0.3), m),
+        logit=rng.normal(0.0, 1.0, m),
+    )
+
+
+def tolerance(dtype: np.dtype[np.floating] | type) -> float:
+    """Relative tolerance of native vs reference for weights of this dtype."""
+    return 1e-12 if np.dtype(dtype) == np.float64 else 2e-5
+
+
+def assert_close(
+    actual: NDArray[np.floating] | float,
+    desired: NDArray[np.floating] | float,
+    rtol: float,
+    *,
+    scale: float | NDArray[np.floating] = 0.0,
+    what: str = "",
+) -> None:
+    """|actual - desired| <= rtol * (|desired| + max|desired| + scale), elementwise.
+
+    ``scale`` is the natural size of each entry before cancellation (for a sum,
+    the sum of its terms' magnitudes), so that a sum that cancels to ~0 is
+    judged by the size of what was added up.
+    """
+    a = np.asarray(actual, dtype=np.float64)
+    d = np.asarray(desired, dtype=np.float64)
+    assert a.shape == d.shape, what
+    bound = rtol * (np.abs(d) + float(np.max(np.abs(d), initial=0.0)) + np.asarray(scale))
+    err = np.abs(a - d)
+    bad = ~(err <= bound)
+    if np.any(bad):
+        i = np.flatnonzero(bad.ravel())[0]
+        msg = (
+            f"{what}: {int(bad.sum())} of {a.size} entries differ beyond rtol={rtol}; first at "
+            f"flat index {i}: actual {a.ravel()[i]!r}, desired {d.ravel()[i]!r}, "
+            f"bound {np.broadcast_to(bound, a.shape).ravel()[i]!r}"
+        )
+        raise AssertionError(msg)
+
+
+def _flat64(weights: object) -> NDArray[np.float64]:
+    items = list(weights) if isinstance(weights, (list, tuple)) else [weights]
+    parts = [np.asarray(a, dtype=np.float64).ravel() for a in items]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def assert_results_close(
+    native: softshare.PenaltyResult,
+    ref: softshare.PenaltyResult,
+    rtol: float,
+    *,
+    weights: object,
+    mixture: softshare.Mixture,
+    lam: float = 1.0,
+) -> None:
+    """Compare two PenaltyResults field by field, with condition-aware bounds.
+
+    A kernel that computes the log-terms l_ij with relative error eps changes
+    gamma_ij by about gamma_ij * eps * sum_k gamma_ik |l_ik|, so every sum is
+    compared against the sum of its terms' magnitudes times (1 + Lambda_i),
+    Lambda_i = sum_j gamma_ij |l_ij|. For weights within a few sigmas of their
+    components Lambda_i is O(1) and the bound is plain rtol; for weights
+    thousands of sigmas out it widens exactly as float rounding does.
+    """
+    assert native.n == ref.n
+    w = _flat64(weights)
+    assert w.size == ref.n
+    with np.errstate(under="ignore"):
+        log_t = reference.log_terms(w, mixture)
+        top = np.max(log_t, axis=1, keepdims=True) if w.size else np.zeros((0, 1))
+        big_l = top[:, 0] + np.log(np.sum(np.exp(log_t - top), axis=1))
+        gamma = np.exp(log_t - big_l[:, None])
+    cond = 1.0 + np.sum(gamma * np.abs(log_t), axis=1, keepdims=True)
+    g = gamma * cond
+    d = np.abs(w[:, None] - mixture.mu[None, :])
+    var, sigma = mixture.var, mixture.sigma
+    s0 = np.sum(g, axis=0)
+    s1 = np.sum(g * d, axis=0)
+    s2 = np.sum(g * d * d, axis=0)
+
+    value_scale = lam * float(np.sum((np.abs(big_l) + 1.0) * cond[:, 0]))
+    assert_close(native.value, ref.value, rtol, scale=value_scale, what="value")
+    gw_n = native.grad_w if isinstance(native.grad_w, list) else [native.grad_w]
+    gw_r = ref.grad_w if isinstance(ref.grad_w, list) else [ref.grad_w]
+    assert len(gw_n) == len(gw_r)
+    gw_scale = lam * np.sum(g * d / var, axis=1)
+    offset = 0
+    for a, ref_g in zip(gw_n, gw_r):
+        assert a.shape == ref_g.shape
+        assert a.dtype == ref_g.dtype
+        sc = gw_scale[offset : offset + a.size].reshape(a.shape)
+        assert_close(a, ref_g, rtol, scale=sc, what="grad_w")
+        offset += a.size
+    assert_close(native.stats[0], ref.stats[0], rtol, scale=s0, what="S0")
+    assert_close(native.stats[1], ref.stats[1], rtol, scale=s1, what="S1")
+    assert_close(native.stats[2], ref.stats[2], rtol, scale=s2, what="S2")
+    logit_scale = lam * (s0 + ref.n * mixture.pi)
+    assert_close(native.grad_logit, ref.grad_logit, rtol, scale=logit_scale, what="grad_logit")
+    assert_close(native.grad_mu, ref.grad_mu, rtol, scale=lam * s1 / var, what="grad_mu")
+    assert_close(
+        native.grad_sigma,
+        ref.grad_sigma,
+        rtol,
+        scale=lam * (s0 / sigma + s2 / (sigma * var)),
+        what="grad_sigma",
+    )
+    assert_close(
+        native.grad_log_var,
+        ref.grad_log_var,
+        rtol,
+        scale=lam * (s0 + s2 / var),
+        what="grad_log_var",
+    )
