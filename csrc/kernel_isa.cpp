@@ -16,10 +16,28 @@
 
 namespace softshare {
 namespace kernel {
+namespace SOFTSHARE_ISA_NS {
+
+template <class T>
+void exp_array(const T* x, T* y, std::int64_t n) {
+    SOFTSHARE_SIMD
+    for (std::int64_t i = 0; i < n; ++i) y[i] = vmath::exp_neg(x[i]);
+}
+
+template <class T>
+void log_array(const T* x, T* y, std::int64_t n) {
+    SOFTSHARE_SIMD
+    for (std::int64_t i = 0; i < n; ++i) y[i] = vmath::log_ge1(x[i]);
+}
+
+}  // namespace SOFTSHARE_ISA_NS
 
 KernelTable SOFTSHARE_TABLE_FN() {
-    return {SOFTSHARE_STR(SOFTSHARE_ISA_NS), &SOFTSHARE_ISA_NS::process_block<float>,
-            &SOFTSHARE_ISA_NS::process_block<double>};
+    namespace isa = SOFTSHARE_ISA_NS;
+    return {SOFTSHARE_STR(SOFTSHARE_ISA_NS), &isa::process_block<float>,
+            &isa::process_block<double>,     &isa::exp_array<float>,
+            &isa::exp_array<double>,         &isa::log_array<float>,
+            &isa::log_array<double>};
 }
 
 }  // namespace kernel

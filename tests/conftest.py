@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
 import softshare
 from softshare import _core, reference
 

@@ -6,7 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
 import softshare
+
 from conftest import random_mixture
 
 # More than one round of the driver (256 blocks of 4096 weights), odd tail.

@@ -57,6 +57,7 @@ def test_peak_memory_is_input_plus_grad_plus_16mib() -> None:
 )
 def test_more_than_2_31_weights() -> None:
     import numpy as np
+
     import softshare
 
     n = 2**31 + 4099

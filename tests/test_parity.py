@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import softshare
-from conftest import assert_results_close, random_mixture, tolerance
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import softshare
 from softshare import reference
+
+from conftest import assert_results_close, random_mixture, tolerance
 
 DTYPES = [np.float64, np.float32]
 

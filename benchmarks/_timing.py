@@ -1,0 +1,76 @@
+"""Shared helpers of the benchmark scripts: timing, machine description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def median_time(fn: Callable[[], object], *, repeat: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def repeats_for(seconds_per_call: float, budget: float = 1.0, lo: int = 3, hi: int = 50) -> int:
+    """How many timed calls fit in about ``budget`` seconds (at least ``lo``)."""
+    if seconds_per_call <= 0:
+        return hi
+    return max(lo, min(hi, int(budget / seconds_per_call)))
+
+
+def timed(
+    fn: Callable[[], object], budget: float, *, lo: int = 3, hi: int = 50, warmup: int = 1
+) -> float:
+    """Median seconds per call of ``fn()``, with as many calls as fit in ``budget``."""
+    once = median_time(fn, repeat=1, warmup=warmup)
+    return median_time(fn, repeat=repeats_for(once, budget, lo, hi), warmup=0)
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (or platform.processor())."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    """One line describing the machine the figures come from."""
+    import numpy as np
+
+    import softshare
+
+    return (
+        f"{cpu_name()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
+        f"NumPy {np.__version__}, softshare {softshare.__version__} "
+        f"(SIMD {softshare.simd_target()}, OpenMP {softshare.has_openmp()})"
+    )
+
+
+def fmt_ms(seconds: float) -> str:
+    """Seconds as a short millisecond string."""
+    ms = seconds * 1e3
+    if ms >= 100:
+        return f"{ms:.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    if ms >= 1:
+        return f"{ms:.2f}"
+    return f"{ms:.3f}"
