@@ -18,16 +18,28 @@ namespace softshare {
 namespace kernel {
 namespace SOFTSHARE_ISA_NS {
 
+// y[i] = f(x[i]) vector by vector; the tail goes through a padded vector.
+template <class T, class F>
+void map_array(const T* x, T* y, std::int64_t n, T pad, F f) {
+    constexpr int L = Simd<T>::kLanes;
+    std::int64_t i = 0;
+    for (; i + L <= n; i += L) store(y + i, f(load(x + i)));
+    if (i < n) {
+        alignas(64) T tmp[L];
+        for (int t = 0; t < L; ++t) tmp[t] = i + t < n ? x[i + t] : pad;
+        store(tmp, f(load(tmp)));
+        for (int t = 0; i + t < n; ++t) y[i + t] = tmp[t];
+    }
+}
+
 template <class T>
 void exp_array(const T* x, T* y, std::int64_t n) {
-    SOFTSHARE_SIMD
-    for (std::int64_t i = 0; i < n; ++i) y[i] = vmath::exp_neg(x[i]);
+    map_array(x, y, n, T(0), [](Vec<T> v) { return exp_neg<T>(v); });
 }
 
 template <class T>
 void log_array(const T* x, T* y, std::int64_t n) {
-    SOFTSHARE_SIMD
-    for (std::int64_t i = 0; i < n; ++i) y[i] = vmath::log_ge1(x[i]);
+    map_array(x, y, n, T(1), [](Vec<T> v) { return log_ge1<T>(v); });
 }
 
 }  // namespace SOFTSHARE_ISA_NS

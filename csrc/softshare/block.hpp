@@ -1,16 +1,17 @@
 // The fused per-block pass of the soft weight-sharing penalty (SPEC.md).
 //
 // Python-free. `process_block` handles one block of consecutive weights in
-// tiles of kLanes weights (SIMD lanes = weights, the M components in an inner
-// loop). For every weight it computes the M log-terms
-//     l_j = c_j - 0.5 * ((w - mu_j) / sigma_j)^2,
+// tiles of kUnroll SIMD vectors of weights (lanes = weights; the M components
+// in an inner loop). For every weight it computes the M log-terms
+//     l_j = c_j - ((w - mu_j) * r_j)^2,   r_j = 1 / (sqrt(2) sigma_j),
 //     c_j = ln pi_j - 0.5 ln(2 pi) - 0.5 log_var_j,
 // their log-sum-exp L (max subtracted), the responsibilities gamma_j, the
-// weight gradient lam * sum_j gamma_j (w - mu_j) / sigma_j^2, and adds into
-// per-lane float64 accumulators the component sums S0, S1, S2 and sum L.
+// weight gradient lam * sum_j gamma_j (w - mu_j) / sigma_j^2, and adds the
+// component sums S0, S1, S2 and sum L into per-lane accumulators (float64, fed
+// every kSubTiles tiles from partial sums in the weights' precision).
 // Nothing of size N x M is stored unless responsibilities are asked for.
 //
-// This header is compiled once per instruction set (see dispatch.hpp): it
+// This header is compiled once per instruction set (see kernel_isa.cpp): it
 // must only be included inside a translation unit that first defines
 // SOFTSHARE_ISA_NS, the namespace the instantiations live in.
 #pragma once
@@ -25,152 +26,166 @@
 #error "define SOFTSHARE_ISA_NS before including softshare/block.hpp"
 #endif
 
-#if defined(_OPENMP) || defined(__GNUC__) || defined(__clang__)
-#define SOFTSHARE_SIMD _Pragma("omp simd")
-#else
-#define SOFTSHARE_SIMD
-#endif
-
 namespace softshare {
 namespace kernel {
 namespace SOFTSHARE_ISA_NS {
 
+// Vectors per tile: two independent dependency chains per component keep the
+// FP pipes busy while one exp waits on its latency.
+constexpr int kUnroll = 4;
+
 template <class T>
 void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamma,
                    std::int64_t n, T lam, double* partial, const Scratch<T>& scratch) {
+    using V = Vec<T>;
+    constexpr int L = Simd<T>::kLanes;
+    constexpr int U = kUnroll;
+    constexpr int TL = U * L;  // weights per tile
+    static_assert(kBlockSize % TL == 0, "blocks hold whole tiles");
+    static_assert(TL <= kMaxTileLanes, "scratch sized for kMaxTileLanes");
     const std::int64_t m = comp.m;
     const T* mu = comp.mu;
-    const T* mu_lo = comp.mu_lo;
-    const T* inv_sigma = comp.inv_sigma;
+    const T* r = comp.r;
+    const T* r_lo = comp.r_lo;
     const T* c = comp.c;
-    T* buf = scratch.buf;
-    T* sub0 = scratch.sub;
-    T* sub1 = sub0 + m * kLanes;
-    T* sub2 = sub1 + m * kLanes;
-    double* acc0 = scratch.acc;
-    const std::int64_t n_acc = 3 * m * kLanes;
-    for (std::int64_t k = 0; k < n_acc; ++k) {
-        sub0[k] = T(0);
-        acc0[k] = 0.0;
-    }
+    const T* a = comp.a;
+    V* buf = reinterpret_cast<V*>(scratch.buf);  // m x U vectors: this tile's l, then e
+    V* sub = reinterpret_cast<V*>(scratch.sub);  // 3 x m vectors: S0, S1, S2 partials
+    double* acc = scratch.acc;                   // 3 x m x L float64
+    V* sub0 = sub;
+    V* sub1 = sub + m;
+    V* sub2 = sub + 2 * m;
+    for (std::int64_t k = 0; k < 3 * m; ++k) sub[k] = V{};
+    for (std::int64_t k = 0; k < 3 * m * L; ++k) acc[k] = 0.0;
 
-    alignas(64) double lsum[kLanes] = {};
-    alignas(64) double check[kLanes] = {};
-    alignas(64) T wt[kLanes];
-    alignas(64) T mx[kLanes];
-    alignas(64) T s[kLanes];
-    alignas(64) T inv_s[kLanes];
-    alignas(64) T valid[kLanes];
-    alignas(64) T g[kLanes];
+    alignas(64) double lsum[L] = {};
+    alignas(64) double check[L] = {};
 
     int tile = 0;
-    for (std::int64_t i0 = 0; i0 < n; i0 += kLanes, ++tile) {
-        const std::int64_t cnt = n - i0 < kLanes ? n - i0 : kLanes;
-        if (cnt == kLanes) {
-            SOFTSHARE_SIMD
-            for (int t = 0; t < kLanes; ++t) {
-                wt[t] = w[i0 + t];
-                valid[t] = T(1);
+    for (std::int64_t i0 = 0; i0 < n; i0 += TL, ++tile) {
+        const std::int64_t cnt = n - i0 < TL ? n - i0 : TL;
+        V wt[U], valid[U];
+        if (cnt == TL) {
+            for (int u = 0; u < U; ++u) {
+                wt[u] = load(w + i0 + u * L);
+                valid[u] = splat(T(1));
             }
         } else {
-            // Tail tile: pad with the block's first weight, masked out below.
-            for (int t = 0; t < kLanes; ++t) {
-                wt[t] = t < cnt ? w[i0 + t] : w[i0];
-                valid[t] = t < cnt ? T(1) : T(0);
+            // Tail tile: pad with the tile's first weight, masked out below.
+            alignas(64) T wpad[TL], vpad[TL];
+            for (int t = 0; t < TL; ++t) {
+                wpad[t] = t < cnt ? w[i0 + t] : w[i0];
+                vpad[t] = t < cnt ? T(1) : T(0);
+            }
+            for (int u = 0; u < U; ++u) {
+                wt[u] = load(wpad + u * L);
+                valid[u] = load(vpad + u * L);
             }
         }
 
-        // Pass 1: log-terms and their lane-wise maximum.
-        SOFTSHARE_SIMD
-        for (int t = 0; t < kLanes; ++t) mx[t] = -std::numeric_limits<T>::infinity();
+        // Pass 1: log-terms in base 2, l = c - z^2 with z = (w - mu) r, and their
+        // maximum. r_lo restores what rounding mu to T lost: where w is near mu,
+        // w - mu[j] is exact (Sterbenz) and z = (w - mu[j]) r - mu_lo r.
+        V mx[U];
+        for (int u = 0; u < U; ++u) mx[u] = splat(-std::numeric_limits<T>::infinity());
         for (std::int64_t j = 0; j < m; ++j) {
-            const T mu_j = mu[j], lo_j = mu_lo[j], is_j = inv_sigma[j], c_j = c[j];
-            T* b = buf + j * kLanes;
-            SOFTSHARE_SIMD
-            for (int t = 0; t < kLanes; ++t) {
-                const T z = ((wt[t] - mu_j) - lo_j) * is_j;
-                const T l = c_j - T(0.5) * z * z;
-                b[t] = l;
-                mx[t] = l > mx[t] ? l : mx[t];
+            const T mu_j = mu[j], r_j = r[j], rl_j = r_lo[j], c_j = c[j];
+            for (int u = 0; u < U; ++u) {
+                const V z = (wt[u] - mu_j) * r_j - rl_j;
+                const V l = c_j - z * z;
+                buf[j * U + u] = l;
+                mx[u] = vmax<T>(mx[u], l);
             }
         }
 
         // Pass 2: shifted exponentials and their sum (>= 1: the max term is 1).
-        SOFTSHARE_SIMD
-        for (int t = 0; t < kLanes; ++t) s[t] = T(0);
+        V s[U];
+        for (int u = 0; u < U; ++u) s[u] = V{};
         for (std::int64_t j = 0; j < m; ++j) {
-            T* b = buf + j * kLanes;
-            SOFTSHARE_SIMD
-            for (int t = 0; t < kLanes; ++t) {
-                const T e = vmath::exp_neg(b[t] - mx[t]);
-                b[t] = e;
-                s[t] += e;
+            V e[U];
+            for (int u = 0; u < U; ++u) e[u] = buf[j * U + u] - mx[u];
+            exp2_neg_n<T, U>(e);
+            for (int u = 0; u < U; ++u) {
+                buf[j * U + u] = e[u];
+                s[u] += e[u];
             }
         }
 
         // L = max + log(sum); masked lanes contribute nothing anywhere.
-        SOFTSHARE_SIMD
-        for (int t = 0; t < kLanes; ++t) {
-            inv_s[t] = valid[t] / s[t];
-            const T big_l = mx[t] + vmath::log_ge1(s[t]);
-            lsum[t] += static_cast<double>(valid[t] * big_l);
-            // w - w is 0 for finite w and NaN for NaN/inf: flags bad input.
-            check[t] += static_cast<double>(valid[t] * (wt[t] - wt[t]));
-            g[t] = T(0);
+        V inv_s[U];
+        V big_l = V{}, bad = V{};
+        for (int u = 0; u < U; ++u) {
+            inv_s[u] = valid[u] / s[u];
+            big_l += valid[u] * (mx[u] * T(0.6931471805599453) + log_ge1<T>(s[u]));
+            bad += valid[u] * (wt[u] - wt[u]);  // NaN iff some w is NaN/inf
         }
+        add_to_f64(lsum, big_l);
+        add_to_f64(check, bad);
 
-        // Pass 3: responsibilities, grad_w and the component sums.
+        // Pass 3: responsibilities, grad_w and the component sums in units of z
+        // (w - mu = z / r: S1 and S2 are rescaled once per block), the U vectors
+        // of each component summed before they meet the accumulators.
+        V g[U];
+        for (int u = 0; u < U; ++u) g[u] = V{};
         for (std::int64_t j = 0; j < m; ++j) {
-            const T mu_j = mu[j], lo_j = mu_lo[j], is_j = inv_sigma[j];
-            const T* b = buf + j * kLanes;
-            T* a0 = sub0 + j * kLanes;
-            T* a1 = sub1 + j * kLanes;
-            T* a2 = sub2 + j * kLanes;
-            SOFTSHARE_SIMD
-            for (int t = 0; t < kLanes; ++t) {
-                const T gam = b[t] * inv_s[t];
-                // Where w is near mu_j, w - mu_j is exact (Sterbenz) and the low
-                // part restores what rounding mu_j to T lost.
-                const T d = (wt[t] - mu_j) - lo_j;
-                const T gd = gam * d;
-                // (gd * is) * is rather than gd * is^2: finite whenever gd is.
-                g[t] += (gd * is_j) * is_j;
-                a0[t] += gam;
-                a1[t] += gd;
-                a2[t] += gd * d;
+            const T a_j = a[j], mu_j = mu[j], r_j = r[j], rl_j = r_lo[j];
+            V s0 = V{}, s1 = V{}, s2 = V{};
+            for (int u = 0; u < U; ++u) {
+                const V gam = buf[j * U + u] * inv_s[u];
+                const V z = (wt[u] - mu_j) * r_j - rl_j;
+                const V gz = gam * z;
+                g[u] += gz * a_j;  // gamma (w - mu) / sigma^2
+                s0 += gam;
+                s1 += gz;
+                s2 += gz * z;
             }
-        }
-        if (tile + 1 == kSubTiles || i0 + kLanes >= n) {
-            SOFTSHARE_SIMD
-            for (std::int64_t k = 0; k < n_acc; ++k) {
-                acc0[k] += static_cast<double>(sub0[k]);
-                sub0[k] = T(0);
-            }
-            tile = -1;
+            sub0[j] += s0;
+            sub1[j] += s1;
+            sub2[j] += s2;
         }
 
-        for (std::int64_t t = 0; t < cnt; ++t) grad_w[i0 + t] = lam * g[t];
+        if (cnt == TL) {
+            for (int u = 0; u < U; ++u) store(grad_w + i0 + u * L, g[u] * lam);
+        } else {
+            alignas(64) T gpad[TL];
+            for (int u = 0; u < U; ++u) store(gpad + u * L, g[u] * lam);
+            for (std::int64_t t = 0; t < cnt; ++t) grad_w[i0 + t] = gpad[t];
+        }
         if (gamma != nullptr) {
             for (std::int64_t t = 0; t < cnt; ++t) {
+                const int u = static_cast<int>(t) / L, lane = static_cast<int>(t) % L;
                 T* row = gamma + (i0 + t) * m;
-                for (std::int64_t j = 0; j < m; ++j) row[j] = buf[j * kLanes + t] * inv_s[t];
+                for (std::int64_t j = 0; j < m; ++j) row[j] = buf[j * U + u][lane] * inv_s[u][lane];
             }
+        }
+        if (tile + 1 == kSubTiles || i0 + TL >= n) {
+            for (std::int64_t k = 0; k < 3 * m; ++k) {
+                add_to_f64(acc + k * L, sub[k]);
+                sub[k] = V{};
+            }
+            tile = -1;
         }
     }
 
     // Fold the lanes in a fixed order: partial = [sum L, check, S0(M), S1(M), S2(M)].
     double total_l = 0.0, total_check = 0.0;
-    for (int t = 0; t < kLanes; ++t) {
+    for (int t = 0; t < L; ++t) {
         total_l += lsum[t];
         total_check += check[t];
     }
     partial[0] = total_l;
     partial[1] = total_check;
     for (std::int64_t k = 0; k < 3 * m; ++k) {
-        const double* a = acc0 + k * kLanes;
+        const double* lanes = acc + k * L;
         double sum = 0.0;
-        for (int t = 0; t < kLanes; ++t) sum += a[t];
+        for (int t = 0; t < L; ++t) sum += lanes[t];
         partial[2 + k] = sum;
+    }
+    // From units of z back to w - mu: S1 / r, S2 / r^2 (r as rounded to T).
+    for (std::int64_t j = 0; j < m; ++j) {
+        const double r_j = static_cast<double>(r[j]);
+        partial[2 + m + j] /= r_j;
+        partial[2 + 2 * m + j] /= r_j * r_j;
     }
 }
 

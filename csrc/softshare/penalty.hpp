@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -45,42 +46,44 @@ constexpr std::int64_t kRoundBlocks = 256;
 template <class T>
 struct Components {
     Components(const double* mu_in, const double* log_var, const double* logit, std::int64_t m_in)
-        : m(m_in),
-          mu(static_cast<std::size_t>(m_in)),
-          mu_lo(static_cast<std::size_t>(m_in)),
-          inv_sigma(static_cast<std::size_t>(m_in)),
-          c(static_cast<std::size_t>(m_in)) {
+        : m(m_in), data(static_cast<std::size_t>(5 * m_in)) {
         double mx = logit[0];
         for (std::int64_t j = 1; j < m; ++j) mx = logit[j] > mx ? logit[j] : mx;
         double sum = 0.0;
         for (std::int64_t j = 0; j < m; ++j) sum += std::exp(logit[j] - mx);
         const double log_norm = mx + std::log(sum);
         const double half_log_2pi = 0.9189385332046728;  // 0.5 * ln(2 pi)
+        const double log2e = 1.4426950408889634;
+        const double t_max = static_cast<double>(std::numeric_limits<T>::max());
         for (std::int64_t j = 0; j < m; ++j) {
-            mu[j] = static_cast<T>(mu_in[j]);
-            mu_lo[j] = static_cast<T>(mu_in[j] - static_cast<double>(mu[j]));
-            inv_sigma[j] = static_cast<T>(std::exp(-0.5 * log_var[j]));
-            c[j] = static_cast<T>(logit[j] - log_norm - half_log_2pi - 0.5 * log_var[j]);
+            const T mu_hi = static_cast<T>(mu_in[j]);
+            const double mu_lo = mu_in[j] - static_cast<double>(mu_hi);
+            const T r_t = static_cast<T>(std::sqrt(0.5 * log2e) * std::exp(-0.5 * log_var[j]));
+            const double r_d = static_cast<double>(r_t);
+            at(0, j) = mu_hi;
+            at(1, j) = r_t;
+            at(2, j) = static_cast<T>(mu_lo * r_d);
+            at(3, j) = static_cast<T>(log2e * (logit[j] - log_norm - half_log_2pi - 0.5 * log_var[j]));
+            at(4, j) = static_cast<T>(std::min(std::exp(-log_var[j]) / r_d, t_max));
         }
     }
+    T& at(int row, std::int64_t j) { return data[static_cast<std::size_t>(row * m + j)]; }
     ComponentsView<T> view() const {
-        return {mu.data(), mu_lo.data(), inv_sigma.data(), c.data(), m};
+        const T* p = data.data();
+        return {p, p + m, p + 2 * m, p + 3 * m, p + 4 * m, m};
     }
 
     std::int64_t m;
-    std::vector<T> mu;
-    std::vector<T> mu_lo;
-    std::vector<T> inv_sigma;
-    std::vector<T> c;
+    std::vector<T> data;  // rows: mu, r, r_lo, c, a (see ComponentsView)
 };
 
 // Owns one thread's scratch for the block kernels.
 template <class T>
 struct Workspace {
     explicit Workspace(std::int64_t m)
-        : buf(static_cast<std::size_t>(m * kLanes)),
-          sub(static_cast<std::size_t>(3 * m * kLanes)),
-          acc(static_cast<std::size_t>(3 * m * kLanes)) {}
+        : buf(static_cast<std::size_t>(2 * m * kMaxTileLanes)),
+          sub(static_cast<std::size_t>(3 * m * kMaxTileLanes)),
+          acc(static_cast<std::size_t>(3 * m * kMaxTileLanes)) {}
     Scratch<T> scratch() { return {buf.data(), sub.data(), acc.data()}; }
 
     std::vector<T> buf;

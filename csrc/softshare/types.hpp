@@ -11,29 +11,32 @@
 namespace softshare {
 namespace kernel {
 
-// SIMD lanes per tile: weights processed side by side.
-constexpr int kLanes = 16;
+// The most weights one tile of any instruction set holds (2 x 64-byte vectors of
+// float32 = 32): scratch buffers are sized for it.
+constexpr int kMaxTileLanes = 64;
 // Weights per block. Blocks are the unit of parallel work and of the fixed-order
 // reduction, so this constant (never the thread count) decides the summation
 // order: results are bit-identical for every n_threads.
 constexpr std::int64_t kBlockSize = 4096;
 // Tiles whose S0/S1/S2 terms are summed per lane in the weights' precision
-// before being added to the float64 accumulators: a float32 partial holds at
-// most this many terms, so its rounding stays at the level of the terms' own.
-constexpr int kSubTiles = 8;
+// before being added to the float64 accumulators (each tile adds kUnroll
+// vectors): a float32 partial holds at most 16 terms, so its rounding stays at
+// the level of the terms' own.
+constexpr int kSubTiles = 4;
 
 // The mixture as the kernel reads it (precomputed in float64, rounded to T).
 template <class T>
 struct ComponentsView {
-    const T* mu;         // mu_j rounded to T
-    const T* mu_lo;      // mu_j - (double)mu[j] rounded to T: w - mu_j is (w - mu) - mu_lo
-    const T* inv_sigma;  // 1 / sigma_j = exp(-log_var_j / 2)
-    const T* c;          // ln pi_j - 0.5 ln(2 pi) - 0.5 log_var_j
+    const T* mu;    // mu_j rounded to T
+    const T* r;     // sqrt(log2(e) / 2) / sigma_j rounded to T: z_j = (w - mu_j) r_j
+    const T* r_lo;  // (mu_j - mu[j]) r[j]: z_j = (w - mu[j]) r[j] - r_lo[j]
+    const T* c;     // log2(e) (ln pi_j - 0.5 ln(2 pi) - 0.5 log_var_j): l_j = c_j - z_j^2
+    const T* a;     // 1 / (r[j] sigma_j^2): gamma (w - mu_j) / sigma_j^2 = gamma z_j a_j
     std::int64_t m;
 };
 
-// Per-thread scratch of one block, owned by the caller:
-// buf M x kLanes (T), sub 3 x M x kLanes (T), acc 3 x M x kLanes (float64).
+// Per-thread scratch of one block, owned by the caller: buf 2 x M x kMaxTileLanes
+// (T), sub 3 x M x kMaxTileLanes (T), acc 3 x M x kMaxTileLanes (float64).
 template <class T>
 struct Scratch {
     T* buf;

@@ -1,16 +1,18 @@
-// Branch-free exp and log that compilers vectorize across SIMD lanes.
+// SIMD vectors and branch-free exp/log on them. Python-free.
 //
-// Python-free. Both are plain arithmetic on scalars (bit casts through
-// std::memcpy, comparisons as selects), so a loop over lanes that calls them
-// under `#pragma omp simd` becomes straight vector code with no libm call.
+// Vectors are GCC/Clang vector extensions of SOFTSHARE_VECTOR_BYTES bytes, the
+// register width of the translation unit's target: 64 (one zmm) for AVX-512,
+// 32 (ymm) for AVX2, 16 (xmm, or NEON elsewhere) for the portable baseline. Everything here has internal linkage, so each
+// per-ISA translation unit gets its own copy and the linker can never hand
+// one instruction set's code to another.
 //
 // Accuracy (checked against long double on every SIMD path by tests/test_vmath.py):
 //   exp_neg : argument x <= 0 (the only case the kernel needs: l - max(l)).
 //             float  : Taylor degree 7 on |r| <= ln2/2, <= 2 ulp relative.
 //             double : Taylor degree 13 on |r| <= ln2/2, <= 2 ulp relative.
 //             Results below the smallest normal flush to exactly 0
-//             (x < -87.33 for float, x < -708.39 for double): a component that
-//             far from a weight contributes gamma = 0, never NaN.
+//             (x < -87.33 for float, x < -708.39 for double, and -inf): a
+//             component that far from a weight contributes gamma = 0, never NaN.
 //   log_ge1 : argument x >= 1 and finite (the log-sum-exp of terms whose
 //             largest is exp(0) = 1). Series of atanh on |f| <= 0.1716:
 //             float <= 3 ulp, double <= 3 ulp (worst just above sqrt(2), where
@@ -18,98 +20,260 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
+
+#if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
+#include <immintrin.h>
+#endif
+
+#if !defined(__GNUC__) && !defined(__clang__)
+#error "softshare's kernel needs GCC or Clang vector extensions"
+#endif
+
+#define SOFTSHARE_INLINE inline __attribute__((always_inline))
 
 namespace softshare {
 namespace kernel {
-namespace vmath {
-// Internal linkage: every per-ISA translation unit gets its own copy, so the
-// linker can never hand one instruction set's code to another.
 namespace {
 
+#ifndef SOFTSHARE_VECTOR_BYTES
+#define SOFTSHARE_VECTOR_BYTES 16
+#endif
+constexpr int kVectorBytes = SOFTSHARE_VECTOR_BYTES;
+
 template <class T>
-struct Bits;
+struct Simd;
 
 template <>
-struct Bits<float> {
+struct Simd<float> {
+    typedef float V __attribute__((vector_size(kVectorBytes), aligned(4), may_alias));
+    typedef std::int32_t I __attribute__((vector_size(kVectorBytes), aligned(4)));
     using Int = std::int32_t;
+    static constexpr int kLanes = kVectorBytes / 4;
     static constexpr int kMantissa = 23;
-    static constexpr Int kBias = 127;
-    // 1.5 * 2^23: adding it rounds to the nearest integer in the low bits.
-    static constexpr float kShift = 12582912.0f;
+    static constexpr int kMaxExponent = 127;
     static constexpr float kExpLow = -87.33654f;  // ln(FLT_MIN)
+    // 1.5 * 2^23 + 127: x * log2(e) + kShift rounds to an integer n in the low
+    // mantissa bits, already offset by the exponent bias.
+    static constexpr float kShift = 12583039.0f;
 };
 
 template <>
-struct Bits<double> {
+struct Simd<double> {
+    typedef double V __attribute__((vector_size(kVectorBytes), aligned(8), may_alias));
+    typedef std::int64_t I __attribute__((vector_size(kVectorBytes), aligned(8)));
     using Int = std::int64_t;
+    static constexpr int kLanes = kVectorBytes / 8;
     static constexpr int kMantissa = 52;
-    static constexpr Int kBias = 1023;
-    static constexpr double kShift = 6755399441055744.0;  // 1.5 * 2^52
+    static constexpr int kMaxExponent = 1023;
     static constexpr double kExpLow = -708.3964185322641;  // ln(DBL_MIN)
+    static constexpr double kShift = 6755399441056767.0;   // 1.5 * 2^52 + 1023
 };
 
-template <class To, class From>
-inline To bit_cast(From v) {
-    static_assert(sizeof(To) == sizeof(From), "bit_cast needs equal sizes");
-    To out;
-    std::memcpy(&out, &v, sizeof(To));
-    return out;
-}
-
-// exp(r) for |r| <= ln2/2 by Horner on the Taylor series.
-inline float exp_poly(float r) {
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    return p * r + 1.0f;
-}
-
-inline double exp_poly(double r) {
-    double p = 1.0 / 6227020800.0;  // 1/13!
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    return p * r + 1.0;
-}
-
-// exp(x) for x <= 0; exactly 0 below the normal range (and for x = -inf).
 template <class T>
-inline T exp_neg(T x) {
-    using B = Bits<T>;
-    using I = typename B::Int;
+using Vec = typename Simd<T>::V;
+template <class T>
+using IVec = typename Simd<T>::I;
+
+template <class T>
+SOFTSHARE_INLINE Vec<T> splat(T x) {
+    return Vec<T>{} + x;
+}
+
+// Unaligned loads and stores (the vector types are declared with the element's
+// alignment, so a dereference compiles to one unaligned vector move).
+template <class T>
+SOFTSHARE_INLINE Vec<T> load(const T* p) {
+    return *reinterpret_cast<const Vec<T>*>(p);
+}
+
+template <class T>
+SOFTSHARE_INLINE void store(T* p, Vec<T> v) {
+    *reinterpret_cast<Vec<T>*>(p) = v;
+}
+
+// a[0 .. kLanes) += v, in float64.
+SOFTSHARE_INLINE void add_to_f64(double* a, Vec<float> v) {
+    typedef double W __attribute__((vector_size(2 * kVectorBytes), aligned(8)));
+    typedef double WU __attribute__((vector_size(2 * kVectorBytes), aligned(8), may_alias));
+    *reinterpret_cast<WU*>(a) += __builtin_convertvector(v, W);
+}
+
+SOFTSHARE_INLINE void add_to_f64(double* a, Vec<double> v) {
+    *reinterpret_cast<Vec<double>*>(a) += v;
+}
+
+template <class T>
+SOFTSHARE_INLINE Vec<T> vmax(Vec<T> a, Vec<T> b) {
+    return a > b ? a : b;
+}
+
+// mask ? v : 0, with mask the all-ones/all-zeros result of a comparison.
+template <class T>
+SOFTSHARE_INLINE Vec<T> keep(IVec<T> mask, Vec<T> v) {
+    return reinterpret_cast<Vec<T>>(mask & reinterpret_cast<IVec<T>>(v));
+}
+
+#if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
+// round-to-nearest-even and p * 2^n (n integral) with AVX-512's vrndscale / vscalef.
+SOFTSHARE_INLINE Vec<float> round_nearest(Vec<float> x) {
+    return reinterpret_cast<Vec<float>>(_mm512_roundscale_ps(
+        reinterpret_cast<__m512>(x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+SOFTSHARE_INLINE Vec<double> round_nearest(Vec<double> x) {
+    return reinterpret_cast<Vec<double>>(_mm512_roundscale_pd(
+        reinterpret_cast<__m512d>(x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+// One vmaxps (NaN in x gives the bound; the caller's check has flagged NaN input).
+SOFTSHARE_INLINE Vec<float> max_fast(Vec<float> x, Vec<float> lo) {
+    return reinterpret_cast<Vec<float>>(
+        _mm512_max_ps(reinterpret_cast<__m512>(x), reinterpret_cast<__m512>(lo)));
+}
+SOFTSHARE_INLINE Vec<double> max_fast(Vec<double> x, Vec<double> lo) {
+    return reinterpret_cast<Vec<double>>(
+        _mm512_max_pd(reinterpret_cast<__m512d>(x), reinterpret_cast<__m512d>(lo)));
+}
+SOFTSHARE_INLINE Vec<float> scale2(Vec<float> p, Vec<float> n) {
+    return reinterpret_cast<Vec<float>>(
+        _mm512_scalef_ps(reinterpret_cast<__m512>(p), reinterpret_cast<__m512>(n)));
+}
+SOFTSHARE_INLINE Vec<double> scale2(Vec<double> p, Vec<double> n) {
+    return reinterpret_cast<Vec<double>>(
+        _mm512_scalef_pd(reinterpret_cast<__m512d>(p), reinterpret_cast<__m512d>(n)));
+}
+#endif
+
+// Taylor coefficients of exp on |r| <= ln2/2, highest degree first.
+template <class T>
+struct ExpPoly;
+template <>
+struct ExpPoly<float> {
+    static constexpr int kDegree = 7;
+    static constexpr float kCoef[kDegree + 1] = {1.0f / 5040.0f, 1.0f / 720.0f, 1.0f / 120.0f,
+                                                 1.0f / 24.0f,   1.0f / 6.0f,   0.5f,
+                                                 1.0f,           1.0f};
+};
+template <>
+struct ExpPoly<double> {
+    static constexpr int kDegree = 13;
+    static constexpr double kCoef[kDegree + 1] = {
+        1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
+        1.0 / 40320.0,      1.0 / 5040.0,      1.0 / 720.0,      1.0 / 120.0,     1.0 / 24.0,
+        1.0 / 6.0,          0.5,               1.0,              1.0};
+};
+
+// Coefficients of 2^f = exp(f ln 2) on |f| <= 1/2: ln2^k / k!, highest first.
+template <class T>
+struct Exp2Poly;
+template <>
+struct Exp2Poly<float> {
+    static constexpr int kDegree = 7;
+    static constexpr float kCoef[kDegree + 1] = {
+        1.5252733804059838e-05f, 0.00015403530393381606f, 0.0013333558146428441f,
+        0.009618129107628477f, 0.055504108664821576f, 0.2402265069591007f,
+        0.6931471805599453f, 1.0f,
+    };
+};
+template <>
+struct Exp2Poly<double> {
+    static constexpr int kDegree = 13;
+    static constexpr double kCoef[kDegree + 1] = {
+        1.3691488853904124e-12, 2.5678435993488196e-11, 4.44553827187081e-10,
+        7.054911620801121e-09, 1.0178086009239696e-07, 1.3215486790144305e-06,
+        1.5252733804059838e-05, 0.00015403530393381606, 0.0013333558146428441,
+        0.009618129107628477, 0.055504108664821576, 0.2402265069591007,
+        0.6931471805599453, 1.0,
+    };
+};
+
+// p[u] = P(r[u]) by Horner (coefficients P::kCoef, highest degree first), the U
+// chains in lockstep.
+template <class P, class T, int U>
+SOFTSHARE_INLINE void poly_n(const Vec<T> (&r)[U], Vec<T> (&p)[U]) {
+    for (int u = 0; u < U; ++u) p[u] = splat(P::kCoef[0]);
+    for (int k = 1; k <= P::kDegree; ++k) {
+        for (int u = 0; u < U; ++u) p[u] = p[u] * r[u] + P::kCoef[k];
+    }
+}
+
+// x[u] = exp(x[u]) for x <= 0; exactly 0 below the normal range and for -inf.
+// U independent vectors at once, each step applied to all U before
+// the next: the U dependency chains interleave in the instruction stream, so
+// the out-of-order window sees U-fold parallelism instead of one long chain.
+template <class T, int U>
+SOFTSHARE_INLINE void exp_neg_n(Vec<T> (&x)[U]) {
+    using S = Simd<T>;
     const T log2e = T(1.4426950408889634);
-    const T ln2_hi = T(0.693145751953125);  // exactly representable in float
+    const T ln2_hi = T(0.693145751953125);
     const T ln2_lo = T(1.4286068203094173e-06);
-    const bool under = !(x >= B::kExpLow);  // also true for NaN: filtered by the caller's check
-    const T xc = under ? T(0) : x;
-    const T shifted = xc * log2e + B::kShift;
-    const T n = shifted - B::kShift;  // round(x / ln2), exact integer
-    const T r = (xc - n * ln2_hi) - n * ln2_lo;
-    const I ni = bit_cast<I>(shifted) - bit_cast<I>(B::kShift);
-    const T scale = bit_cast<T>(static_cast<I>((ni + B::kBias) << B::kMantissa));
-    const T y = exp_poly(r) * scale;
-    return under ? T(0) : y;
+    IVec<T> normal[U];
+    Vec<T> n[U], r[U], shifted[U], p[U];
+    for (int u = 0; u < U; ++u) normal[u] = x[u] >= S::kExpLow;
+    for (int u = 0; u < U; ++u) x[u] = vmax<T>(x[u], splat(S::kExpLow));
+    for (int u = 0; u < U; ++u) shifted[u] = x[u] * log2e + S::kShift;
+    for (int u = 0; u < U; ++u) n[u] = shifted[u] - S::kShift;
+    for (int u = 0; u < U; ++u) r[u] = x[u] - n[u] * ln2_hi;
+    for (int u = 0; u < U; ++u) r[u] = r[u] - n[u] * ln2_lo;
+    poly_n<ExpPoly<T>, T, U>(r, p);
+    for (int u = 0; u < U; ++u) {
+        const Vec<T> scale =
+            reinterpret_cast<Vec<T>>(reinterpret_cast<IVec<T>>(shifted[u]) << S::kMantissa);
+        x[u] = keep<T>(normal[u], p[u] * scale);
+    }
+}
+
+// x[u] = 2^x[u] for x <= 0 (U vectors in lockstep): 2^round(x) * P(x - round(x)),
+// the reduction exact. Results below the smallest normal are exactly 0 (for
+// -inf too) on the portable paths; AVX-512 scales with vscalef, which rounds
+// them to the nearest subnormal and is exactly 0 below 2^-150.
+template <class T, int U>
+SOFTSHARE_INLINE void exp2_neg_n(Vec<T> (&x)[U]) {
+    using S = Simd<T>;
+    Vec<T> f[U], p[U];
+#if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
+    Vec<T> n[U];
+    const T floor_x = -T(S::kMaxExponent + S::kMantissa + 8);  // 2^floor_x * P(0) == 0
+    for (int u = 0; u < U; ++u) x[u] = max_fast(x[u], splat(floor_x));  // -inf -> floor_x
+    for (int u = 0; u < U; ++u) n[u] = round_nearest(x[u]);
+    for (int u = 0; u < U; ++u) f[u] = x[u] - n[u];
+    poly_n<Exp2Poly<T>, T, U>(f, p);
+    for (int u = 0; u < U; ++u) x[u] = scale2(p[u], n[u]);
+#else
+    const T low = -T(S::kMaxExponent) + T(1);  // log2 of the smallest normal
+    IVec<T> normal[U];
+    Vec<T> shifted[U];
+    // Lanes below `low` (or -inf, or NaN) compute garbage that the mask zeroes.
+    for (int u = 0; u < U; ++u) normal[u] = x[u] >= low;
+    for (int u = 0; u < U; ++u) shifted[u] = x[u] + S::kShift;
+    for (int u = 0; u < U; ++u) f[u] = x[u] - (shifted[u] - S::kShift);
+    poly_n<Exp2Poly<T>, T, U>(f, p);
+    for (int u = 0; u < U; ++u) {
+        const Vec<T> scale =
+            reinterpret_cast<Vec<T>>(reinterpret_cast<IVec<T>>(shifted[u]) << S::kMantissa);
+        x[u] = keep<T>(normal[u], p[u] * scale);
+    }
+#endif
+}
+
+template <class T>
+SOFTSHARE_INLINE Vec<T> exp2_neg(Vec<T> x) {
+    Vec<T> xs[1] = {x};
+    exp2_neg_n<T, 1>(xs);
+    return xs[0];
+}
+
+// exp(x) for x <= 0; exactly 0 below the normal range and for -inf.
+template <class T>
+SOFTSHARE_INLINE Vec<T> exp_neg(Vec<T> x) {
+    Vec<T> xs[1] = {x};
+    exp_neg_n<T, 1>(xs);
+    return xs[0];
 }
 
 // log(m) for m in [sqrt(1/2), sqrt(2)) via 2 atanh((m - 1) / (m + 1)).
-inline float log_mantissa(float m) {
-    const float f = (m - 1.0f) / (m + 1.0f);
-    const float f2 = f * f;
-    float p = 1.0f / 11.0f;
+SOFTSHARE_INLINE Vec<float> log_mantissa(Vec<float> m) {
+    const Vec<float> f = (m - 1.0f) / (m + 1.0f);
+    const Vec<float> f2 = f * f;
+    Vec<float> p = splat(1.0f / 11.0f);
     p = p * f2 + 1.0f / 9.0f;
     p = p * f2 + 1.0f / 7.0f;
     p = p * f2 + 1.0f / 5.0f;
@@ -118,10 +282,10 @@ inline float log_mantissa(float m) {
     return 2.0f * f * p;
 }
 
-inline double log_mantissa(double m) {
-    const double f = (m - 1.0) / (m + 1.0);
-    const double f2 = f * f;
-    double p = 1.0 / 23.0;
+SOFTSHARE_INLINE Vec<double> log_mantissa(Vec<double> m) {
+    const Vec<double> f = (m - 1.0) / (m + 1.0);
+    const Vec<double> f2 = f * f;
+    Vec<double> p = splat(1.0 / 23.0);
     p = p * f2 + 1.0 / 21.0;
     p = p * f2 + 1.0 / 19.0;
     p = p * f2 + 1.0 / 17.0;
@@ -136,23 +300,27 @@ inline double log_mantissa(double m) {
     return 2.0 * f * p;
 }
 
-// log(x) for finite x >= 1 (normal, positive).
+// log(x) for finite x >= 1.
 template <class T>
-inline T log_ge1(T x) {
-    using B = Bits<T>;
-    using I = typename B::Int;
-    const T ln2 = T(0.6931471805599453);
-    const I mant_mask = (I(1) << B::kMantissa) - 1;
-    const I bits = bit_cast<I>(x);
-    I e = (bits >> B::kMantissa) - B::kBias;
-    T m = bit_cast<T>(static_cast<I>((bits & mant_mask) | (B::kBias << B::kMantissa)));
-    const bool big = m > T(1.4142135623730951);
+SOFTSHARE_INLINE Vec<T> log_ge1(Vec<T> x) {
+    using S = Simd<T>;
+    using I = IVec<T>;
+    using Int = typename S::Int;
+    const Int bias = (Int(1) << (sizeof(T) * 8 - S::kMantissa - 2)) - 1;  // 127 or 1023
+    const Int mant_mask = (Int(1) << S::kMantissa) - 1;
+    const I bits = reinterpret_cast<I>(x);
+    // x = 2^e * m with m in [1, 2); then m in [sqrt(1/2), sqrt(2)).
+    Vec<T> m = reinterpret_cast<Vec<T>>((bits & mant_mask) | (bias << S::kMantissa));
+    const I big = m > T(1.4142135623730951);
     m = big ? m * T(0.5) : m;
-    e = big ? e + 1 : e;
-    return static_cast<T>(e) * ln2 + log_mantissa(m);
+    const I e = (bits >> S::kMantissa) - bias - big;  // big is -1 where true
+    // e as T without an int64 -> double instruction (absent before AVX-512):
+    // 2^52 + 2^51 + e has e in its low mantissa bits (|e| < 2^51).
+    const T magic = T(1.5) * T(Int(1) << S::kMantissa);
+    const Vec<T> e_t = reinterpret_cast<Vec<T>>(e + reinterpret_cast<I>(splat(magic))) - magic;
+    return e_t * T(0.6931471805599453) + log_mantissa(m);
 }
 
 }  // namespace
-}  // namespace vmath
 }  // namespace kernel
 }  // namespace softshare
