@@ -77,21 +77,21 @@ py::tuple penalty(const std::vector<py::array>& weights, const Params& mu, const
     return py::make_tuple(totals.sum_l, totals.check, stats, grads, gamma_out);
 }
 
-// The kernel's vectorised exp (x <= 0) or log (x >= 1) on one target, for tests.
+// The kernel's vectorised 2^x (x <= 0) or log (x >= 1) on one target, for tests.
 py::array vmath(const std::string& fn, const py::array& x, const std::string& target) {
     const sk::KernelTable table = sk::table_for(target);
     const sk::DType dt = dtype_of(x, 0);
     if (x.ndim() != 1 || (x.shape(0) > 1 && x.strides(0) != x.itemsize())) {
         throw std::invalid_argument("x must be 1-D and contiguous");
     }
-    if (fn != "exp" && fn != "log") throw std::invalid_argument("fn must be 'exp' or 'log'");
+    if (fn != "exp2" && fn != "log") throw std::invalid_argument("fn must be 'exp2' or 'log'");
     const std::int64_t n = x.shape(0);
     py::array y(x.dtype(), std::vector<py::ssize_t>{n});
     if (dt == sk::DType::f32) {
-        auto f = fn == "exp" ? table.exp_f32 : table.log_f32;
+        auto f = fn == "exp2" ? table.exp2_f32 : table.log_f32;
         f(static_cast<const float*>(x.data()), static_cast<float*>(y.mutable_data()), n);
     } else {
-        auto f = fn == "exp" ? table.exp_f64 : table.log_f64;
+        auto f = fn == "exp2" ? table.exp2_f64 : table.log_f64;
         f(static_cast<const double*>(x.data()), static_cast<double*>(y.mutable_data()), n);
     }
     return y;
@@ -114,6 +114,6 @@ PYBIND11_MODULE(_core, mod) {
     mod.def("set_simd_target", &sk::set_target, py::arg("name"),
             "Use the kernels of one supported instruction set (ValueError otherwise).");
     mod.def("_vmath", &vmath, py::arg("fn"), py::arg("x"), py::arg("target"),
-            "Testing hook: the kernel's exp (x <= 0) or log (x >= 1) on one SIMD target.");
+            "Testing hook: the kernel's 2^x (x <= 0) or log (x >= 1) on one SIMD target.");
     mod.attr("block_size") = sk::kBlockSize;
 }

@@ -35,11 +35,11 @@ const std::vector<std::string>& all_targets() {
 
 KernelTable table_unchecked(const std::string& name) {
 #ifdef SOFTSHARE_X86_DISPATCH
-    if (name == "avx2") return table_avx2();
-    if (name == "avx512") return table_avx512();
+    if (name == "avx2") return avx2::table();
+    if (name == "avx512") return avx512::table();
 #endif
     (void)name;
-    return table_baseline();
+    return baseline::table();
 }
 
 // Index into supported_targets(); -1 until first use.

@@ -1,15 +1,12 @@
 // The block kernels for one instruction set. CMake compiles this file once per
-// target, each time with that target's flags and with
-//   SOFTSHARE_ISA_NS   the namespace of the instantiations (baseline, avx2, avx512)
-//   SOFTSHARE_TABLE_FN the function that returns them (table_baseline, ...).
-// Only the functions of that namespace and internal-linkage helpers are
-// defined here, so no instruction of one target can leak into another's code.
+// target, each time with that target's flags and with SOFTSHARE_ISA_NS, the
+// namespace of everything defined here (baseline, avx2, avx512), and
+// SOFTSHARE_VECTOR_BYTES, the target's vector width. Only functions of that
+// namespace and internal-linkage helpers are defined here, so no instruction of
+// one target can leak into another's code; tools/check_isa.py verifies it on
+// the built module.
 #include "softshare/block.hpp"
 #include "softshare/types.hpp"
-
-#ifndef SOFTSHARE_TABLE_FN
-#error "define SOFTSHARE_TABLE_FN when compiling kernel_isa.cpp"
-#endif
 
 #define SOFTSHARE_STR2(x) #x
 #define SOFTSHARE_STR(x) SOFTSHARE_STR2(x)
@@ -33,8 +30,8 @@ void map_array(const T* x, T* y, std::int64_t n, T pad, F f) {
 }
 
 template <class T>
-void exp_array(const T* x, T* y, std::int64_t n) {
-    map_array(x, y, n, T(0), [](Vec<T> v) { return exp_neg<T>(v); });
+void exp2_array(const T* x, T* y, std::int64_t n) {
+    map_array(x, y, n, T(0), [](Vec<T> v) { return exp2_neg<T>(v); });
 }
 
 template <class T>
@@ -42,15 +39,13 @@ void log_array(const T* x, T* y, std::int64_t n) {
     map_array(x, y, n, T(1), [](Vec<T> v) { return log_ge1<T>(v); });
 }
 
-}  // namespace SOFTSHARE_ISA_NS
-
-KernelTable SOFTSHARE_TABLE_FN() {
-    namespace isa = SOFTSHARE_ISA_NS;
-    return {SOFTSHARE_STR(SOFTSHARE_ISA_NS), &isa::process_block<float>,
-            &isa::process_block<double>,     &isa::exp_array<float>,
-            &isa::exp_array<double>,         &isa::log_array<float>,
-            &isa::log_array<double>};
+KernelTable table() {
+    return {SOFTSHARE_STR(SOFTSHARE_ISA_NS), &process_block<float>, &process_block<double>,
+            &exp2_array<float>,            &exp2_array<double>,    &log_array<float>,
+            &log_array<double>};
 }
+
+}  // namespace SOFTSHARE_ISA_NS
 
 }  // namespace kernel
 }  // namespace softshare

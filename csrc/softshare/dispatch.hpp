@@ -10,11 +10,18 @@
 namespace softshare {
 namespace kernel {
 
-// Defined in kernel_isa.cpp, compiled once per target with its own flags.
-KernelTable table_baseline();
+// Defined in kernel_isa.cpp, compiled once per target with its own flags; only
+// called for a target the CPU supports.
+namespace baseline {
+KernelTable table();
+}
 #ifdef SOFTSHARE_X86_DISPATCH
-KernelTable table_avx2();    // x86-64-v3: AVX2 + FMA
-KernelTable table_avx512();  // x86-64-v4: AVX-512 F/BW/DQ/VL
+namespace avx2 {
+KernelTable table();  // x86-64-v3: AVX2 + FMA
+}
+namespace avx512 {
+KernelTable table();  // x86-64-v4: AVX-512 F/BW/DQ/VL
+}
 #endif
 
 // The targets this build has and this CPU runs, lowest first.

@@ -51,7 +51,7 @@ template <class T>
 using BlockFn = void (*)(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamma,
                          std::int64_t n, T lam, double* partial, const Scratch<T>& scratch);
 
-// y[i] = f(x[i]) for the vectorised exp/log of vmath.hpp (exposed for tests).
+// y[i] = f(x[i]) for the vectorised exp2/log of vmath.hpp (exposed for tests).
 template <class T>
 using ArrayFn = void (*)(const T* x, T* y, std::int64_t n);
 
@@ -60,8 +60,8 @@ struct KernelTable {
     const char* name;
     BlockFn<float> f32;
     BlockFn<double> f64;
-    ArrayFn<float> exp_f32;
-    ArrayFn<double> exp_f64;
+    ArrayFn<float> exp2_f32;
+    ArrayFn<double> exp2_f64;
     ArrayFn<float> log_f32;
     ArrayFn<double> log_f64;
 };

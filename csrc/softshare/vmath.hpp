@@ -7,12 +7,14 @@
 // one instruction set's code to another.
 //
 // Accuracy (checked against long double on every SIMD path by tests/test_vmath.py):
-//   exp_neg : argument x <= 0 (the only case the kernel needs: l - max(l)).
-//             float  : Taylor degree 7 on |r| <= ln2/2, <= 2 ulp relative.
-//             double : Taylor degree 13 on |r| <= ln2/2, <= 2 ulp relative.
-//             Results below the smallest normal flush to exactly 0
-//             (x < -87.33 for float, x < -708.39 for double, and -inf): a
-//             component that far from a weight contributes gamma = 0, never NaN.
+//   exp2_neg: 2^x for x <= 0 (the kernel works in base 2: x = l - max(l)).
+//             2^round(x) * P(f), f = x - round(x) exact, P the Taylor series of
+//             exp(f ln 2) on |f| <= 1/2: degree 7 for float, 13 for double;
+//             <= 2 ulp relative. Results below the smallest normal are exactly
+//             0 (portable paths) or the nearest subnormal (AVX-512's vscalef),
+//             and exactly 0 below 2^-150 (float) / 2^-1075 (double) and for
+//             -inf on every path: a component that far from a weight
+//             contributes gamma = 0, never NaN.
 //   log_ge1 : argument x >= 1 and finite (the log-sum-exp of terms whose
 //             largest is exp(0) = 1). Series of atanh on |f| <= 0.1716:
 //             float <= 3 ulp, double <= 3 ulp (worst just above sqrt(2), where
@@ -51,8 +53,7 @@ struct Simd<float> {
     static constexpr int kLanes = kVectorBytes / 4;
     static constexpr int kMantissa = 23;
     static constexpr int kMaxExponent = 127;
-    static constexpr float kExpLow = -87.33654f;  // ln(FLT_MIN)
-    // 1.5 * 2^23 + 127: x * log2(e) + kShift rounds to an integer n in the low
+    // 1.5 * 2^23 + 127: x + kShift rounds x to an integer n in the low
     // mantissa bits, already offset by the exponent bias.
     static constexpr float kShift = 12583039.0f;
 };
@@ -65,7 +66,6 @@ struct Simd<double> {
     static constexpr int kLanes = kVectorBytes / 8;
     static constexpr int kMantissa = 52;
     static constexpr int kMaxExponent = 1023;
-    static constexpr double kExpLow = -708.3964185322641;  // ln(DBL_MIN)
     static constexpr double kShift = 6755399441056767.0;   // 1.5 * 2^52 + 1023
 };
 
@@ -142,25 +142,6 @@ SOFTSHARE_INLINE Vec<double> scale2(Vec<double> p, Vec<double> n) {
 }
 #endif
 
-// Taylor coefficients of exp on |r| <= ln2/2, highest degree first.
-template <class T>
-struct ExpPoly;
-template <>
-struct ExpPoly<float> {
-    static constexpr int kDegree = 7;
-    static constexpr float kCoef[kDegree + 1] = {1.0f / 5040.0f, 1.0f / 720.0f, 1.0f / 120.0f,
-                                                 1.0f / 24.0f,   1.0f / 6.0f,   0.5f,
-                                                 1.0f,           1.0f};
-};
-template <>
-struct ExpPoly<double> {
-    static constexpr int kDegree = 13;
-    static constexpr double kCoef[kDegree + 1] = {
-        1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
-        1.0 / 40320.0,      1.0 / 5040.0,      1.0 / 720.0,      1.0 / 120.0,     1.0 / 24.0,
-        1.0 / 6.0,          0.5,               1.0,              1.0};
-};
-
 // Coefficients of 2^f = exp(f ln 2) on |f| <= 1/2: ln2^k / k!, highest first.
 template <class T>
 struct Exp2Poly;
@@ -192,32 +173,6 @@ SOFTSHARE_INLINE void poly_n(const Vec<T> (&r)[U], Vec<T> (&p)[U]) {
     for (int u = 0; u < U; ++u) p[u] = splat(P::kCoef[0]);
     for (int k = 1; k <= P::kDegree; ++k) {
         for (int u = 0; u < U; ++u) p[u] = p[u] * r[u] + P::kCoef[k];
-    }
-}
-
-// x[u] = exp(x[u]) for x <= 0; exactly 0 below the normal range and for -inf.
-// U independent vectors at once, each step applied to all U before
-// the next: the U dependency chains interleave in the instruction stream, so
-// the out-of-order window sees U-fold parallelism instead of one long chain.
-template <class T, int U>
-SOFTSHARE_INLINE void exp_neg_n(Vec<T> (&x)[U]) {
-    using S = Simd<T>;
-    const T log2e = T(1.4426950408889634);
-    const T ln2_hi = T(0.693145751953125);
-    const T ln2_lo = T(1.4286068203094173e-06);
-    IVec<T> normal[U];
-    Vec<T> n[U], r[U], shifted[U], p[U];
-    for (int u = 0; u < U; ++u) normal[u] = x[u] >= S::kExpLow;
-    for (int u = 0; u < U; ++u) x[u] = vmax<T>(x[u], splat(S::kExpLow));
-    for (int u = 0; u < U; ++u) shifted[u] = x[u] * log2e + S::kShift;
-    for (int u = 0; u < U; ++u) n[u] = shifted[u] - S::kShift;
-    for (int u = 0; u < U; ++u) r[u] = x[u] - n[u] * ln2_hi;
-    for (int u = 0; u < U; ++u) r[u] = r[u] - n[u] * ln2_lo;
-    poly_n<ExpPoly<T>, T, U>(r, p);
-    for (int u = 0; u < U; ++u) {
-        const Vec<T> scale =
-            reinterpret_cast<Vec<T>>(reinterpret_cast<IVec<T>>(shifted[u]) << S::kMantissa);
-        x[u] = keep<T>(normal[u], p[u] * scale);
     }
 }
 
@@ -258,14 +213,6 @@ template <class T>
 SOFTSHARE_INLINE Vec<T> exp2_neg(Vec<T> x) {
     Vec<T> xs[1] = {x};
     exp2_neg_n<T, 1>(xs);
-    return xs[0];
-}
-
-// exp(x) for x <= 0; exactly 0 below the normal range and for -inf.
-template <class T>
-SOFTSHARE_INLINE Vec<T> exp_neg(Vec<T> x) {
-    Vec<T> xs[1] = {x};
-    exp_neg_n<T, 1>(xs);
     return xs[0];
 }
 
