@@ -119,15 +119,13 @@ def build_torch(w: np.ndarray, mix: softshare.Mixture) -> Fn:
     return _torch_runner(_torch_penalty, _torch_tensors(w, mix))
 
 
-_COMPILED: dict[str, Any] = {}
-
-
 def build_torch_compile(w: np.ndarray, mix: softshare.Mixture) -> Fn:
     import torch
 
-    if "fn" not in _COMPILED:
-        _COMPILED["fn"] = torch.compile(_torch_penalty, dynamic=False)
-    return _torch_runner(_COMPILED["fn"], _torch_tensors(w, mix))
+    # A fresh compilation for every problem size: static shapes, and never the
+    # recompile limit (after which dynamo silently falls back to eager).
+    torch._dynamo.reset()
+    return _torch_runner(torch.compile(_torch_penalty, dynamic=False), _torch_tensors(w, mix))
 
 
 def build_jax(w: np.ndarray, mix: softshare.Mixture) -> Fn:

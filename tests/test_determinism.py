@@ -11,8 +11,8 @@ import softshare
 
 from conftest import random_mixture
 
-# More than one round of the driver (256 blocks of 4096 weights), odd tail.
-N = 256 * 4096 + 3 * 4096 + 123
+# Several blocks of 4096 weights and an odd tail.
+N = 300 * 4096 + 123
 
 
 def _fields(r: softshare.PenaltyResult) -> list[np.ndarray]:
@@ -35,6 +35,18 @@ def test_thread_counts_and_repeats(dtype: type) -> None:
     serial = softshare.penalty(w, mix, 0.3, n_threads=1)
     for n_threads in (2, 3, 8, None, -1, 1):
         _assert_identical(serial, softshare.penalty(w, mix, 0.3, n_threads=n_threads))
+
+
+@pytest.mark.usefixtures("simd")
+def test_several_rounds() -> None:
+    # M = 1000 makes a round (1 MiB of block partials) hold 43 blocks, so
+    # 100 blocks take three rounds of the driver.
+    rng = np.random.default_rng(10)
+    mix = random_mixture(rng, 1000)
+    w = rng.normal(0, 0.3, 100 * 4096 - 7).astype(np.float32)
+    serial = softshare.penalty(w, mix, n_threads=1)
+    for n_threads in (2, 3):
+        _assert_identical(serial, softshare.penalty(w, mix, n_threads=n_threads))
 
 
 @pytest.mark.usefixtures("simd")

@@ -2,16 +2,17 @@
 //
 // Python-free. The weights arrive as segments (one per array of the caller's
 // list), each float32 or float64, contiguous. Every segment is cut into blocks
-// of kBlockSize weights; blocks are processed in parallel in rounds of
-// kRoundBlocks and their partials are folded into the totals strictly in block
-// order, so the result does not depend on the number of threads or on the
-// schedule, and the extra memory is O(kRoundBlocks * M) whatever N is.
+// of kBlockSize weights; blocks are processed in parallel in rounds of at most
+// kRoundBytes of partial sums and the partials are folded into the totals
+// strictly in block order, so the result does not depend on the number of
+// threads or on the schedule, and the extra memory is bounded whatever N is.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -40,7 +41,14 @@ struct Totals {
     std::vector<double> stats;  // (3, M) row-major: S0, S1, S2
 };
 
-constexpr std::int64_t kRoundBlocks = 256;
+// Bytes of block partials kept at once: a round holds as many blocks as fit
+// (thousands for small M), so memory stays bounded whatever N and M are.
+constexpr std::int64_t kRoundBytes = std::int64_t(1) << 20;
+
+inline std::int64_t round_blocks(std::int64_t psize) {
+    const std::int64_t fit = kRoundBytes / (psize * static_cast<std::int64_t>(sizeof(double)));
+    return fit > 1 ? fit : 1;
+}
 
 // The mixture precomputed once per call in float64 and rounded to T.
 template <class T>
@@ -207,22 +215,22 @@ inline Totals run_penalty(const KernelTable& table, const double* mu, const doub
     }
 
 #ifdef _OPENMP
-    const std::int64_t round_len = std::min(kRoundBlocks, n_blocks);
+    // One fork-join per round (usually one round per call): the blocks of the
+    // round in parallel, then their partials folded here in block order.
+    const std::int64_t round_len = std::min(round_blocks(psize), n_blocks);
     std::vector<double> partials(static_cast<std::size_t>(round_len * psize));
-#pragma omp parallel num_threads(threads)
-    {
-        detail::Runner::ThreadScratch scratch(m);
-        for (std::int64_t r0 = 0; r0 < n_blocks; r0 += round_len) {
-            const std::int64_t r1 = std::min(n_blocks, r0 + round_len);
-#pragma omp for schedule(static)
-            for (std::int64_t b = r0; b < r1; ++b) {
-                runner.block(block_at(b), partials.data() + (b - r0) * psize,
-                             scratch);
-            }
-#pragma omp single
-            for (std::int64_t b = r0; b < r1; ++b) {
-                detail::fold(totals, partials.data() + (b - r0) * psize, m);
-            }
+    std::vector<std::unique_ptr<detail::Runner::ThreadScratch>> scratch(
+        static_cast<std::size_t>(threads));
+    for (std::int64_t r0 = 0; r0 < n_blocks; r0 += round_len) {
+        const std::int64_t r1 = std::min(n_blocks, r0 + round_len);
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (std::int64_t b = r0; b < r1; ++b) {
+            auto& ts = scratch[static_cast<std::size_t>(omp_get_thread_num())];
+            if (!ts) ts = std::make_unique<detail::Runner::ThreadScratch>(m);
+            runner.block(block_at(b), partials.data() + (b - r0) * psize, *ts);
+        }
+        for (std::int64_t b = r0; b < r1; ++b) {
+            detail::fold(totals, partials.data() + (b - r0) * psize, m);
         }
     }
 #endif
