@@ -249,7 +249,9 @@ def test_float32_component_gradients_at_1e7() -> None:
     # gradients stay within 1e-6 (vector-norm relative) of the float64 reference.
     rng = np.random.default_rng(12)
     mix = softshare.Mixture(
-        mu=np.linspace(-0.3, 0.3, 16), log_var=np.full(16, 2 * np.log(0.05)), logit=rng.normal(0, 0.5, 16)
+        mu=np.linspace(-0.3, 0.3, 16),
+        log_var=np.full(16, 2 * np.log(0.05)),
+        logit=rng.normal(0, 0.5, 16),
     )
     w = rng.normal(0.0, 0.1, 10_000_000).astype(np.float32)
     native = softshare.penalty(w, mix, 1e-3)
