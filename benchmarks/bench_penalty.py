@@ -5,6 +5,8 @@ Usage::
     python benchmarks/bench_penalty.py            # the full table (a few minutes)
     python benchmarks/bench_penalty.py --quick    # N <= 1e6, fewer repeats
 
+N = 1e3 shows the small-input path: a single block never starts OpenMP threads.
+
 Prints a Markdown table: float32 weights, native at 1 and 2 threads, the NumPy
 reference (single-threaded, float64, so timed once per N and M), and the
 speed-up of native over the reference.
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-reference", action="store_true", help="time native only")
     args = parser.parse_args(argv)
 
-    sizes = [10_000, 1_000_000] if args.quick else [10_000, 1_000_000, 10_000_000]
+    sizes = [1_000, 10_000, 1_000_000] if args.quick else [1_000, 10_000, 1_000_000, 10_000_000]
     budget = 0.3 if args.quick else 1.5
     print(f"Machine: {machine_line()}\n")
     print(

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ._inputs import as_lam
 from ._mixture import Mixture
 from ._penalty import penalty as _native_penalty
+from .compress import HyperPrior
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -278,6 +279,16 @@ class MixturePrior(nn.Module):
         Initial means, log-variances and mixing logits, held as
         ``nn.Parameter`` (dtype ``torch.get_default_dtype()`` unless a tensor
         with its own float dtype is given).
+    zero_component : bool, default False
+        Pin component 0's mean at exactly 0 (``mu[0]`` is then ignored and gets
+        no gradient).
+    pi_zero : float, optional
+        Fix component 0's mixing proportion at this value (the other
+        proportions are ``(1 - pi_zero) * softmax(logit[1:])``); by default all
+        proportions are ``softmax(logit)`` and learnt.
+    hyperprior : softshare.compress.HyperPrior, optional
+        Gamma priors on the precisions and a Beta prior on pi_zero, added to
+        the penalty (times ``lam``'s scale: see ``forward``).
 
     Examples
     --------
@@ -287,14 +298,64 @@ class MixturePrior(nn.Module):
     """
 
     def __init__(
-        self, mu: ArrayLike | Tensor, log_var: ArrayLike | Tensor, logit: ArrayLike | Tensor
+        self,
+        mu: ArrayLike | Tensor,
+        log_var: ArrayLike | Tensor,
+        logit: ArrayLike | Tensor,
+        *,
+        zero_component: bool = False,
+        pi_zero: float | None = None,
+        hyperprior: HyperPrior | None = None,
     ) -> None:
         super().__init__()
         tensors = [self._as_tensor(x) for x in (mu, log_var, logit)]
         Mixture(*(t.detach().to(torch.float64).cpu().numpy() for t in tensors))  # validates
+        if pi_zero is not None and not 0.0 < pi_zero < 1.0:
+            msg = f"pi_zero must be in (0, 1), got {pi_zero}"
+            raise ValueError(msg)
+        if (zero_component or pi_zero is not None) and tensors[0].numel() < 2:
+            msg = "a zero component needs M >= 2"
+            raise ValueError(msg)
         self.mu = nn.Parameter(tensors[0])
         self.log_var = nn.Parameter(tensors[1])
         self.logit = nn.Parameter(tensors[2])
+        self.zero_component = bool(zero_component)
+        self.pi_zero = pi_zero
+        self.hyperprior = hyperprior
+
+    def effective(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(mu, log_var, logit)`` as the penalty sees them (zero component applied)."""
+        mu: Tensor = self.mu
+        if self.zero_component:
+            mu = torch.cat([torch.zeros_like(mu[:1]), mu[1:]])
+        logit: Tensor = self.logit
+        if self.pi_zero is not None:
+            rest = math.log1p(-self.pi_zero) + torch.log_softmax(logit[1:], dim=0)
+            logit = torch.cat([torch.full_like(logit[:1], math.log(self.pi_zero)), rest])
+        return mu, self.log_var, logit
+
+    def hyperprior_penalty(self) -> Tensor:
+        """The hyper-priors' negative log-density (0 without a hyperprior)."""
+        _, log_var, logit = self.effective()
+        hp = self.hyperprior
+        value = torch.zeros((), dtype=log_var.dtype, device=log_var.device)
+        if hp is None:
+            return value
+        m = log_var.shape[0]
+        shape = torch.zeros(m, dtype=log_var.dtype, device=log_var.device)
+        rate = torch.zeros_like(shape)
+        if hp.gamma is not None:
+            shape[1:], rate[1:] = hp.gamma
+        if hp.zero_gamma is not None:
+            shape[0], rate[0] = hp.zero_gamma
+        active = rate > 0
+        terms = (shape - 1.0) * log_var + rate * torch.exp(-log_var)
+        value = value + torch.where(active, terms, torch.zeros_like(terms)).sum()
+        if hp.beta is not None:
+            a, b = hp.beta
+            log_pi = torch.log_softmax(logit, dim=0)
+            value = value - (a - 1.0) * log_pi[0] - (b - 1.0) * torch.log1p(-torch.exp(log_pi[0]))
+        return value
 
     @staticmethod
     def _as_tensor(x: ArrayLike | Tensor) -> Tensor:
@@ -303,15 +364,17 @@ class MixturePrior(nn.Module):
         return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=torch.get_default_dtype())
 
     @classmethod
-    def from_mixture(cls, mixture: Mixture, *, dtype: torch.dtype | None = None) -> MixturePrior:
-        """A prior initialised from a :class:`softshare.Mixture` (in ``dtype``)."""
+    def from_mixture(
+        cls, mixture: Mixture, *, dtype: torch.dtype | None = None, **kwargs: Any
+    ) -> MixturePrior:
+        """A prior initialised from a :class:`softshare.Mixture`, in ``dtype``.
+
+        Keyword arguments (``zero_component``, ``pi_zero``, ``hyperprior``) are
+        passed to the constructor.
+        """
         dtype = dtype or torch.get_default_dtype()
-        return cls(
-            *(
-                torch.tensor(np.asarray(a), dtype=dtype)
-                for a in (mixture.mu, mixture.log_var, mixture.logit)
-            )
-        )
+        arrays = (mixture.mu, mixture.log_var, mixture.logit)
+        return cls(*(torch.tensor(np.asarray(a), dtype=dtype) for a in arrays), **kwargs)
 
     @property
     def n_components(self) -> int:
@@ -319,13 +382,8 @@ class MixturePrior(nn.Module):
         return int(self.mu.numel())
 
     def mixture(self) -> Mixture:
-        """A float64 :class:`softshare.Mixture` snapshot of the current parameters."""
-        return Mixture(
-            *(
-                p.detach().to(torch.float64).cpu().numpy()
-                for p in (self.mu, self.log_var, self.logit)
-            )
-        )
+        """A float64 :class:`softshare.Mixture` snapshot of the effective parameters."""
+        return Mixture(*(p.detach().to(torch.float64).cpu().numpy() for p in self.effective()))
 
     def penalized_parameters(self, model_or_params: nn.Module | TensorOrTensors) -> list[Tensor]:
         """The tensors the prior applies to: a module's parameters except the prior's own."""
@@ -336,11 +394,23 @@ class MixturePrior(nn.Module):
             return [model_or_params]
         return list(model_or_params)
 
-    def forward(self, model_or_params: nn.Module | TensorOrTensors, lam: float = 1.0) -> Tensor:
-        """``lam * Omega`` over a module's parameters (or the given tensors)."""
-        return penalty(
-            self.penalized_parameters(model_or_params), self.mu, self.log_var, self.logit, lam
-        )
+    def forward(
+        self,
+        model_or_params: nn.Module | TensorOrTensors,
+        lam: float = 1.0,
+        *,
+        hyper_lam: float | None = None,
+    ) -> Tensor:
+        """``lam * Omega`` over a module's parameters (or the given tensors).
+
+        With a hyperprior, ``hyper_lam`` times its negative log-density is added
+        (default: ``lam``, i.e. the hyper-priors weigh like one weight's prior).
+        """
+        mu, log_var, logit = self.effective()
+        value = penalty(self.penalized_parameters(model_or_params), mu, log_var, logit, lam)
+        if self.hyperprior is not None:
+            value = value + (lam if hyper_lam is None else hyper_lam) * self.hyperprior_penalty()
+        return value
 
     def parameter_groups(
         self,
@@ -366,4 +436,9 @@ class MixturePrior(nn.Module):
         return groups
 
     def extra_repr(self) -> str:
-        return f"n_components={self.n_components}"
+        extras = [f"n_components={self.n_components}"]
+        if self.zero_component:
+            extras.append("zero_component=True")
+        if self.pi_zero is not None:
+            extras.append(f"pi_zero={self.pi_zero}")
+        return ", ".join(extras)
