@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark scripts: timing, machine description."""
+"""Shared helpers of the benchmark scripts: the problem, timing, machine description."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import platform
 import statistics
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -74,3 +74,19 @@ def fmt_ms(seconds: float) -> str:
     if ms >= 1:
         return f"{ms:.2f}"
     return f"{ms:.3f}"
+
+
+def make_problem(n: int, m: int, seed: int = 0) -> tuple[Any, Any]:
+    """float32 weights ~ N(0, 0.1) and an M-component mixture spread over them."""
+    import numpy as np
+
+    import softshare
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0.0, 0.1, n).astype(np.float32)
+    mix = softshare.Mixture(
+        mu=np.linspace(-0.3, 0.3, m),
+        log_var=np.full(m, 2 * np.log(0.05)),
+        logit=rng.normal(0.0, 0.5, m),
+    )
+    return w, mix

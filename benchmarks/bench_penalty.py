@@ -19,25 +19,11 @@ import sys
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import softshare
 from softshare import reference
 
-from _timing import fmt_ms, machine_line, timed
-
-
-def make_problem(n: int, m: int, seed: int = 0) -> tuple[np.ndarray, softshare.Mixture]:
-    """float32 weights ~ N(0, 0.1) and an M-component mixture spread over them."""
-    rng = np.random.default_rng(seed)
-    w = rng.normal(0.0, 0.1, n).astype(np.float32)
-    mix = softshare.Mixture(
-        mu=np.linspace(-0.3, 0.3, m),
-        log_var=np.full(m, 2 * np.log(0.05)),
-        logit=rng.normal(0.0, 0.5, m),
-    )
-    return w, mix
+from _timing import fmt_ms, machine_line, make_problem, timed
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -152,18 +152,23 @@ class HyperPrior:
     zero_gamma: tuple[float, float] | None = (5000.0, 2.0)
     beta: tuple[float, float] | None = None
 
-    def value_and_grad(
-        self, mixture: Mixture
-    ) -> tuple[float, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-        """Negative log hyper-prior and its gradients (mu, log_var, logit)."""
-        mix = as_mixture(mixture)
-        m = mix.n_components
+    def shape_rate(self, m: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Gamma shape and rate of each of ``m`` components' precision (rate 0: no prior)."""
         shape = np.zeros(m)
         rate = np.zeros(m)
         if self.gamma is not None:
             shape[1:], rate[1:] = self.gamma
         if self.zero_gamma is not None:
             shape[0], rate[0] = self.zero_gamma
+        return shape, rate
+
+    def value_and_grad(
+        self, mixture: Mixture
+    ) -> tuple[float, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """Negative log hyper-prior and its gradients (mu, log_var, logit)."""
+        mix = as_mixture(mixture)
+        m = mix.n_components
+        shape, rate = self.shape_rate(m)
         active = rate > 0
         precision = np.exp(-mix.log_var)
         # -log Gamma(lambda | a, b) = -(a - 1) log lambda + b lambda + const, log lambda = -xi

@@ -159,6 +159,7 @@ class Config:
     init_sigma: float = 2.0  # initial sigma of every component, in units of the weights' std
     finetune_lr: float = 5e-4
     spread: str = "range"
+    ramp: float = 0.0
 
 
 @dataclass
@@ -274,9 +275,11 @@ def run_network(
         # bound over the first half of retraining.
         frac = min(1.0, epoch / max(1, cfg.retrain_epochs // 2))
         cap0 = max(max_log_var, (1 - frac) * start_log_var0 + frac * max_log_var)
+        # the prior's strength ramps up linearly over the first `ramp` of retraining
+        lam_now = lam * min(1.0, (epoch + 1) / max(1.0, cfg.ramp * cfg.retrain_epochs))
         for idx in _batches(n_train, cfg.batch_size, gen):
             opt.zero_grad()
-            loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx]) + prior(model, lam)
+            loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx]) + prior(model, lam_now)
             loss.backward()
             opt.step()
             with torch.no_grad():

@@ -341,13 +341,10 @@ class MixturePrior(nn.Module):
         value = torch.zeros((), dtype=log_var.dtype, device=log_var.device)
         if hp is None:
             return value
-        m = log_var.shape[0]
-        shape = torch.zeros(m, dtype=log_var.dtype, device=log_var.device)
-        rate = torch.zeros_like(shape)
-        if hp.gamma is not None:
-            shape[1:], rate[1:] = hp.gamma
-        if hp.zero_gamma is not None:
-            shape[0], rate[0] = hp.zero_gamma
+        shape, rate = (
+            torch.as_tensor(a, dtype=log_var.dtype, device=log_var.device)
+            for a in hp.shape_rate(log_var.shape[0])
+        )
         active = rate > 0
         terms = (shape - 1.0) * log_var + rate * torch.exp(-log_var)
         value = value + torch.where(active, terms, torch.zeros_like(terms)).sum()
