@@ -278,7 +278,11 @@ def run_network(
         # ... and, with final_sigma_fraction set, every cap then shrinks further
         # (log-linearly) so that the weights settle onto their components
         end_log_var = 2 * math.log(cfg.final_sigma_fraction * span)
-        late = max(0.0, (epoch - cfg.retrain_epochs // 2) / max(1, cfg.retrain_epochs - cfg.retrain_epochs // 2))
+        late = max(
+            0.0,
+            (epoch - cfg.retrain_epochs // 2)
+            / max(1, cfg.retrain_epochs - cfg.retrain_epochs // 2),
+        )
         cap = (1 - late) * max_log_var + late * min(end_log_var, max_log_var)
         cap0 = max(cap, (1 - frac) * start_log_var0 + frac * max_log_var)
         # the prior's strength ramps up linearly over the first `ramp` of retraining
