@@ -115,30 +115,32 @@ SOFTSHARE_INLINE Vec<T> keep(IVec<T> mask, Vec<T> v) {
 
 #if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
 // round-to-nearest-even and p * 2^n (n integral) with AVX-512's vrndscale / vscalef.
+// The zero-masking forms with a full mask are the same instructions; they avoid
+// GCC 12's spurious -Wmaybe-uninitialized on the plain forms' undefined pass-through.
 SOFTSHARE_INLINE Vec<float> round_nearest(Vec<float> x) {
-    return reinterpret_cast<Vec<float>>(_mm512_roundscale_ps(
-        reinterpret_cast<__m512>(x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    return reinterpret_cast<Vec<float>>(_mm512_maskz_roundscale_ps(
+        0xFFFF, reinterpret_cast<__m512>(x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 SOFTSHARE_INLINE Vec<double> round_nearest(Vec<double> x) {
-    return reinterpret_cast<Vec<double>>(_mm512_roundscale_pd(
-        reinterpret_cast<__m512d>(x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    return reinterpret_cast<Vec<double>>(_mm512_maskz_roundscale_pd(
+        0xFF, reinterpret_cast<__m512d>(x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 // One vmaxps (NaN in x gives the bound; the caller's check has flagged NaN input).
 SOFTSHARE_INLINE Vec<float> max_fast(Vec<float> x, Vec<float> lo) {
     return reinterpret_cast<Vec<float>>(
-        _mm512_max_ps(reinterpret_cast<__m512>(x), reinterpret_cast<__m512>(lo)));
+        _mm512_maskz_max_ps(0xFFFF, reinterpret_cast<__m512>(x), reinterpret_cast<__m512>(lo)));
 }
 SOFTSHARE_INLINE Vec<double> max_fast(Vec<double> x, Vec<double> lo) {
     return reinterpret_cast<Vec<double>>(
-        _mm512_max_pd(reinterpret_cast<__m512d>(x), reinterpret_cast<__m512d>(lo)));
+        _mm512_maskz_max_pd(0xFF, reinterpret_cast<__m512d>(x), reinterpret_cast<__m512d>(lo)));
 }
 SOFTSHARE_INLINE Vec<float> scale2(Vec<float> p, Vec<float> n) {
     return reinterpret_cast<Vec<float>>(
-        _mm512_scalef_ps(reinterpret_cast<__m512>(p), reinterpret_cast<__m512>(n)));
+        _mm512_maskz_scalef_ps(0xFFFF, reinterpret_cast<__m512>(p), reinterpret_cast<__m512>(n)));
 }
 SOFTSHARE_INLINE Vec<double> scale2(Vec<double> p, Vec<double> n) {
     return reinterpret_cast<Vec<double>>(
-        _mm512_scalef_pd(reinterpret_cast<__m512d>(p), reinterpret_cast<__m512d>(n)));
+        _mm512_maskz_scalef_pd(0xFF, reinterpret_cast<__m512d>(p), reinterpret_cast<__m512d>(n)));
 }
 #endif
 
