@@ -146,10 +146,10 @@ def make_model(kind: str, side: int) -> Any:
 class Config:
     pretrain_epochs: int = 60
     retrain_epochs: int = 400
-    finetune_epochs: int = 30
+    finetune_epochs: int = 60
     batch_size: int = 64
     n_components: int = 17
-    tau: float = 5e-3  # lam = tau / n_train: the prior per training example
+    tau: float = 2e-3  # lam = tau / n_train: the prior per training example
     lr: float = 2e-3
     lr_mu: float = 5e-4
     lr_log_var: float = 1e-2
@@ -158,6 +158,7 @@ class Config:
     pi_zero: float | None = 0.999
     init_sigma: float = 2.0  # initial sigma of every component, in units of the weights' std
     finetune_lr: float = 5e-4
+    finetune_lr_weights: float = 3e-4
     spread: str = "range"
     ramp: float = 0.0
     final_sigma_fraction: float = 0.05
@@ -328,40 +329,59 @@ def run_network(
             candidates.append((err, -threshold, not use_pi, merged_t, report_t, use_pi))
     candidates.sort(key=lambda c: c[:3])
     merged, merge_report, use_pi = candidates[0][3], candidates[0][4], candidates[0][5]
-    quant, indices = compress.quantize(weights_np, merged, use_pi=use_pi)
+    _, indices = compress.quantize(weights_np, merged, use_pi=use_pi)
 
-    # 5. fine-tune the non-zero codebook values with the assignment fixed
-    codebook = torch.tensor(merged.mu, dtype=torch.float32)
-    idx_t = [torch.from_numpy(np.asarray(i)) for i in indices]
-    book_param = torch.nn.Parameter(codebook.clone())
-    nonzero = torch.ones_like(codebook)
-    nonzero[0] = 0.0  # the zero component stays exactly 0
-    params = list(model.parameters())
-    opt = torch.optim.Adam([book_param], lr=cfg.finetune_lr)
-    best = (_val_error_with(model, quant, x_va, y_va), codebook.clone())  # error, codebook
+    # 5. quantization-aware fine-tuning: the forward pass uses the quantized
+    # weights (each weight's current MAP component; the zero component exactly
+    # 0); the gradient reaches the codebook values (as in Han et al.) and,
+    # straight through, full-precision shadow weights, which may move on to
+    # another component. The best epoch on validation is kept.
+    names = [n for n, _ in model.named_parameters()]
+    book_param = torch.nn.Parameter(torch.tensor(merged.mu, dtype=torch.float32))
+    nonzero = torch.ones_like(book_param)
+    nonzero[0] = 0.0
+    shadow = [torch.nn.Parameter(p.detach().clone()) for p in model.parameters()]
+    opt = torch.optim.Adam(
+        [
+            {"params": shadow, "lr": cfg.finetune_lr_weights},
+            {"params": [book_param], "lr": cfg.finetune_lr},
+        ]
+    )
+
+    def assignment(book: np.ndarray) -> list[np.ndarray]:
+        mix_now = Mixture(book.astype(np.float64), merged.log_var, merged.logit)
+        return [compress.assign(s_.detach().numpy(), mix_now, use_pi=use_pi) for s_ in shadow]
+
+    best_book = merged.mu.astype(np.float32)
+    best_idx = [np.asarray(i) for i in indices]
+    best_err = _val_error_with(model, [best_book[i] for i in best_idx], x_va, y_va)
     for epoch in range(cfg.finetune_epochs):
         for idx in _batches(n_train, cfg.batch_size, gen):
             book = book_param * nonzero
-            with torch.no_grad():
-                for p, i in zip(params, idx_t):
-                    p.copy_(book[i].detach())
+            idx_now = [torch.from_numpy(i) for i in assignment(book.detach().numpy())]
+            params_now = {
+                n: book[i] + (s_ - s_.detach()) for n, i, s_ in zip(names, idx_now, shadow)
+            }
             opt.zero_grad()
-            logits = torch.func.functional_call(
-                model,
-                {n: book[i] for (n, _), i in zip(model.named_parameters(), idx_t)},
-                (x_tr[idx],),
-            )
+            logits = torch.func.functional_call(model, params_now, (x_tr[idx],))
             F.cross_entropy(logits, y_tr[idx]).backward()
             opt.step()
-        book_now = (book_param * nonzero).detach()
-        err = _val_error_with(model, [book_now[i].numpy() for i in idx_t], x_va, y_va)
-        if err <= best[0]:
-            best = (err, book_now.clone())
+        book_now = (book_param * nonzero).detach().numpy()
+        idx_epoch = assignment(book_now)
+        err = _val_error_with(model, [book_now[i] for i in idx_epoch], x_va, y_va)
+        if err <= best_err:
+            best_err, best_book, best_idx = err, book_now.copy(), idx_epoch
         _progress(
-            f"{label}: codebook", epoch, cfg.finetune_epochs, f"val err {err:.3f}", enabled=progress
+            f"{label}: quantized fine-tuning",
+            epoch,
+            cfg.finetune_epochs,
+            f"val err {err:.3f}",
+            enabled=progress,
         )
-    final_book = best[1].numpy()
-    final = [final_book[np.asarray(i)].astype(np.float32) for i in indices]
+    final_book = best_book
+    indices = best_idx
+    final = [final_book[i].astype(np.float32) for i in indices]
+    params = list(model.parameters())
     with torch.no_grad():
         for p, q in zip(params, final):
             p.copy_(torch.from_numpy(q))
@@ -449,7 +469,7 @@ def _figures(
         axis=1,
     )
     ax.plot(xs, dens, "k-", lw=1, label="mixture density")
-    ax.set_ylim(bottom=1e-2)
+    ax.set_ylim(bottom=1e-4)
     ax.set_xlabel("weight")
     ax.legend()
     fig.tight_layout()
