@@ -2,9 +2,9 @@
 //
 // Python-free. `process_block` handles one block of consecutive weights in
 // tiles of kUnroll SIMD vectors of weights (lanes = weights; the M components
-// in an inner loop). For every weight it computes the M log-terms
-//     l_j = c_j - ((w - mu_j) * r_j)^2,   r_j = 1 / (sqrt(2) sigma_j),
-//     c_j = ln pi_j - 0.5 ln(2 pi) - 0.5 log_var_j,
+// in an inner loop). For every weight it computes the M log-terms in base 2,
+//     l_j = log2(e) (ln pi_j - 0.5 ln(2 pi) - 0.5 log_var_j) - z_j^2,
+//     z_j = (w - mu_j) r_j,   r_j = sqrt(log2(e) / 2) / sigma_j,
 // their log-sum-exp L (max subtracted), the responsibilities gamma_j, the
 // weight gradient lam * sum_j gamma_j (w - mu_j) / sigma_j^2, and adds the
 // component sums S0, S1, S2 and sum L into per-lane accumulators (float64, fed

@@ -89,7 +89,7 @@ struct Components {
 template <class T>
 struct Workspace {
     explicit Workspace(std::int64_t m)
-        : buf(static_cast<std::size_t>(2 * m * kMaxTileLanes)),
+        : buf(static_cast<std::size_t>(m * kMaxTileLanes)),
           sub(static_cast<std::size_t>(3 * m * kMaxTileLanes)),
           acc(static_cast<std::size_t>(3 * m * kMaxTileLanes)) {}
     Scratch<T> scratch() { return {buf.data(), sub.data(), acc.data()}; }

@@ -11,8 +11,8 @@
 namespace softshare {
 namespace kernel {
 
-// The most weights one tile of any instruction set holds (2 x 64-byte vectors of
-// float32 = 32): scratch buffers are sized for it.
+// The most weights one tile of any instruction set holds (kUnroll = 4 vectors of
+// 64 bytes of float32 = 64): scratch buffers are sized for it.
 constexpr int kMaxTileLanes = 64;
 // Weights per block. Blocks are the unit of parallel work and of the fixed-order
 // reduction, so this constant (never the thread count) decides the summation
@@ -36,7 +36,7 @@ struct ComponentsView {
     std::int64_t m;
 };
 
-// Per-thread scratch of one block, owned by the caller: buf 2 x M x kMaxTileLanes
+// Per-thread scratch of one block, owned by the caller: buf M x kMaxTileLanes
 // (T), sub 3 x M x kMaxTileLanes (T), acc 3 x M x kMaxTileLanes (float64).
 template <class T>
 struct Scratch {
