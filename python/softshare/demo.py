@@ -160,8 +160,6 @@ class Config:
     finetune_lr: float = 5e-4
     finetune_lr_weights: float = 3e-4
     spread: str = "range"
-    ramp: float = 0.0
-    final_sigma_fraction: float = 0.05
 
 
 @dataclass
@@ -276,25 +274,14 @@ def run_network(
         # start wide (to pull small weights in) and is narrowed to the same
         # bound over the first half of retraining.
         frac = min(1.0, epoch / max(1, cfg.retrain_epochs // 2))
-        # ... and, with final_sigma_fraction set, every cap then shrinks further
-        # (log-linearly) so that the weights settle onto their components
-        end_log_var = 2 * math.log(cfg.final_sigma_fraction * span)
-        late = max(
-            0.0,
-            (epoch - cfg.retrain_epochs // 2)
-            / max(1, cfg.retrain_epochs - cfg.retrain_epochs // 2),
-        )
-        cap = (1 - late) * max_log_var + late * min(end_log_var, max_log_var)
-        cap0 = max(cap, (1 - frac) * start_log_var0 + frac * max_log_var)
-        # the prior's strength ramps up linearly over the first `ramp` of retraining
-        lam_now = lam * min(1.0, (epoch + 1) / max(1.0, cfg.ramp * cfg.retrain_epochs))
+        cap0 = max(max_log_var, (1 - frac) * start_log_var0 + frac * max_log_var)
         for idx in _batches(n_train, cfg.batch_size, gen):
             opt.zero_grad()
-            loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx]) + prior(model, lam_now)
+            loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx]) + prior(model, lam)
             loss.backward()
             opt.step()
             with torch.no_grad():
-                prior.log_var[1:].clamp_(max=cap)
+                prior.log_var[1:].clamp_(max=max_log_var)
                 prior.log_var[:1].clamp_(max=cap0)
         mix = prior.mixture()
         history.append((mix.mu.copy(), mix.sigma.copy()))
