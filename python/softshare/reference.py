@@ -45,7 +45,11 @@ def log_terms(w: NDArray[np.float64], mixture: Mixture) -> NDArray[np.float64]:
     ndarray, shape (n, M)
         float64 log-terms.
     """
-    d = w[:, None] - mixture.mu[None, :]
+    return _log_terms_of_d(w[:, None] - mixture.mu[None, :], mixture)
+
+
+def _log_terms_of_d(d: NDArray[np.float64], mixture: Mixture) -> NDArray[np.float64]:
+    """``log_terms`` from the differences ``d = w_i - mu_j``, shape (n, M)."""
     return mixture.log_pi - _HALF_LOG_2PI - 0.5 * mixture.log_var - 0.5 * d * d / mixture.var
 
 
@@ -101,11 +105,11 @@ def penalty(
             gamma_all = np.empty((x.shape[0], m)) if gammas is not None else None
             for i0 in range(0, x.shape[0], _CHUNK):
                 xc = x[i0 : i0 + _CHUNK]
-                log_t = log_terms(xc, mix)
+                d = xc[:, None] - mix.mu[None, :]
+                log_t = _log_terms_of_d(d, mix)
                 top = np.max(log_t, axis=1, keepdims=True)
                 big_l = top[:, 0] + np.log(np.sum(np.exp(log_t - top), axis=1))
                 gamma = np.exp(log_t - big_l[:, None])
-                d = xc[:, None] - mix.mu[None, :]
                 sum_l += float(np.sum(big_l))
                 grad[i0 : i0 + _CHUNK] = lam_f * np.sum(gamma * d / mix.var, axis=1)
                 stats[0] += np.sum(gamma, axis=0)
