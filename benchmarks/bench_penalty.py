@@ -15,11 +15,8 @@ speed-up of native over the reference.
 from __future__ import annotations
 
 import argparse
-import sys
 from functools import partial
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import softshare
 from softshare import reference
 

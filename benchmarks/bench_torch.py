@@ -20,31 +20,16 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import softshare.torch as sst
+from softshare.testing import dense_penalty
 
 from _timing import machine_line
 
 LAM = 1e-6
-
-
-def plain_penalty(params: list[torch.Tensor], prior: sst.MixturePrior, lam: float) -> torch.Tensor:
-    w = torch.cat([p.reshape(-1) for p in params])
-    log_pi = torch.log_softmax(prior.logit, dim=0)
-    d = w[:, None] - prior.mu[None, :]
-    log_terms = (
-        log_pi
-        - 0.5 * math.log(2 * math.pi)
-        - 0.5 * prior.log_var
-        - 0.5 * d * d * torch.exp(-prior.log_var)
-    )
-    return -lam * torch.logsumexp(log_terms, dim=1).sum()
 
 
 def make(variant: str, seed: int = 0) -> tuple:  # type: ignore[type-arg]
@@ -77,7 +62,9 @@ def step(variant: str, model, prior, opt, x, y) -> None:  # type: ignore[no-unty
     opt.zero_grad(set_to_none=True)
     loss = torch.nn.functional.cross_entropy(model(x), y)
     if variant == "plain autograd":
-        loss = loss + plain_penalty(list(model.parameters()), prior, LAM)
+        loss = loss + dense_penalty(
+            list(model.parameters()), prior.mu, prior.log_var, prior.logit, LAM
+        )
     elif variant == "softshare":
         loss = loss + prior(model, LAM)
     loss.backward()

@@ -37,9 +37,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import softshare
 from softshare import reference
+from softshare.testing import dense_penalty
 
 from _timing import fmt_ms, machine_line, make_problem, timed
 
@@ -69,12 +69,7 @@ def build_numpy(w: np.ndarray, mix: softshare.Mixture) -> Fn:
 
 
 def _torch_penalty(w: Any, mu: Any, log_var: Any, logit: Any) -> Any:
-    import torch
-
-    log_pi = torch.log_softmax(logit, dim=0)
-    d = w[:, None] - mu[None, :]
-    log_terms = log_pi - 0.5 * np.log(2 * np.pi) - 0.5 * log_var - 0.5 * d * d * torch.exp(-log_var)
-    return -LAM * torch.logsumexp(log_terms, dim=1).sum()
+    return dense_penalty(w, mu, log_var, logit, LAM)
 
 
 def _torch_tensors(w: np.ndarray, mix: softshare.Mixture) -> list[Any]:
@@ -121,12 +116,7 @@ def build_jax(w: np.ndarray, mix: softshare.Mixture) -> Fn:
     import jax.numpy as jnp
 
     def pen(w_: Any, mu: Any, log_var: Any, logit: Any) -> Any:
-        log_pi = jax.nn.log_softmax(logit)
-        d = w_[:, None] - mu[None, :]
-        log_terms = (
-            log_pi - 0.5 * jnp.log(2 * jnp.pi) - 0.5 * log_var - 0.5 * d * d * jnp.exp(-log_var)
-        )
-        return -LAM * jnp.sum(jax.nn.logsumexp(log_terms, axis=1))
+        return dense_penalty(w_, mu, log_var, logit, LAM)
 
     grad_fn = jax.jit(jax.value_and_grad(pen, argnums=(0, 1, 2, 3)))
     args = [

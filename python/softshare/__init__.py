@@ -15,10 +15,22 @@ by a fused native kernel in one parallel pass over the weights.
 
 from __future__ import annotations
 
+try:
+    from . import _core  # noqa: F401 (fail here, with the message below)
+except ImportError as _err:  # pragma: no cover - only without a build
+    _msg = (
+        "softshare's compiled core (softshare._core) could not be imported. Did you forget to "
+        "compile it? Install the package with `pip install .` (it builds the C++ kernel); "
+        "importing softshare from a source checkout without building does not work. "
+        f"The original error: {_err}"
+    )
+    raise ImportError(_msg) from _err
+
 from . import reference
 from ._mixture import Mixture
-from ._penalty import _select_simd_from_env, has_openmp, penalty, simd_target, simd_targets
+from ._penalty import penalty
 from ._result import PenaltyResult
+from ._runtime import _select_simd_from_env, has_openmp, simd_target, simd_targets
 from ._version import __version__
 
 __all__ = [

@@ -63,12 +63,14 @@ class Weights:
             if bad.size:
                 flat_index = int(bad[0])
                 index = tuple(int(i) for i in np.unravel_index(flat_index, shape)) if shape else ()
-                msg = (
-                    f"{name} must be finite: found {arr[flat_index]} at index {index}"
-                    if shape
-                    else f"{name} must be finite: got {arr[flat_index]}"
-                )
-                raise ValueError(msg)
+                raise not_finite_error(name, arr[flat_index], index)
+
+
+def not_finite_error(name: str, value: object, index: tuple[int, ...]) -> ValueError:
+    """The error for a non-finite weight: the array's name, the value and its index."""
+    if index:
+        return ValueError(f"{name} must be finite: found {value} at index {index}")
+    return ValueError(f"{name} must be finite: got {value}")
 
 
 def as_weights(weights: WeightsLike) -> Weights:

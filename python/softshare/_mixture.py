@@ -1,3 +1,5 @@
+"""The mixture prior's parameters: :class:`Mixture`, an immutable value."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -27,6 +29,31 @@ def _param(name: str, values: ArrayLike) -> NDArray[np.float64]:
         raise ValueError(msg)
     out.setflags(write=False)
     return out
+
+
+def check_component_shapes(*shapes: tuple[int, ...], kind: str = "arrays") -> int:
+    """Check that ``mu``, ``log_var`` and ``logit`` are 1-D of one length M >= 1; return M.
+
+    Shared by :class:`Mixture` and the torch adapter (``kind="tensors"``).
+    """
+    if any(len(s) != 1 for s in shapes):
+        msg = (
+            f"mu, log_var and logit must be 1-D {kind} of one length M >= 1, got shapes "
+            + ", ".join(str(tuple(s)) for s in shapes)
+        )
+        raise ValueError(msg)
+    m = shapes[0][0]
+    if m == 0:
+        msg = "a mixture needs at least one component (M >= 1), got M = 0"
+        raise ValueError(msg)
+    if any(s[0] != m for s in shapes):
+        lengths = [str(s[0]) for s in shapes]
+        msg = (
+            f"mu, log_var and logit must be 1-D {kind} of one length M >= 1 (the same length M, "
+            f"got {', '.join(lengths[:-1])} and {lengths[-1]})"
+        )
+        raise ValueError(msg)
+    return int(m)
 
 
 def _readonly(arr: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -73,16 +100,7 @@ class Mixture:
         mu_a = _param("mu", mu)
         log_var_a = _param("log_var", log_var)
         logit_a = _param("logit", logit)
-        m = mu_a.shape[0]
-        if m == 0:
-            msg = "a mixture needs at least one component (M >= 1), got M = 0"
-            raise ValueError(msg)
-        if log_var_a.shape[0] != m or logit_a.shape[0] != m:
-            msg = (
-                "mu, log_var and logit must have the same length M, got "
-                f"{m}, {log_var_a.shape[0]} and {logit_a.shape[0]}"
-            )
-            raise ValueError(msg)
+        check_component_shapes(mu_a.shape, log_var_a.shape, logit_a.shape)
         self._mu = mu_a
         self._log_var = log_var_a
         self._logit = logit_a

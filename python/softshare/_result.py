@@ -1,3 +1,5 @@
+"""The result type of the penalty, and its assembly from the fused pass's sums."""
+
 from __future__ import annotations
 
 import math
@@ -5,6 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
+
+from ._formulas import grad_sigma, mixture_gradients, overflow_error
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -62,27 +66,23 @@ def build_result(
     mixture: Mixture,
     lam: float,
 ) -> PenaltyResult:
-    """Turn the fused pass's sums into a :class:`PenaltyResult` (SPEC gradients)."""
+    """Turn the fused pass's sums into a :class:`PenaltyResult` (``docs/math.md``)."""
     value = -lam * float(sum_l)
     if not math.isfinite(value):
-        msg = (
-            "the penalty overflowed: some weight is too far from every mixture component for "
-            f"its log-density to be represented (value = {value}); rescale the weights or "
-            "widen the components"
-        )
-        raise ValueError(msg)
+        raise overflow_error(value)
     s0, s1, s2 = stats
     var = mixture.var
-    sigma = mixture.sigma
-    n = weights.n
+    grad_mu, grad_log_var, grad_logit = mixture_gradients(
+        s0, s1, s2, weights.n, lam, var, mixture.pi
+    )
     return PenaltyResult(
         value=value + 0.0,  # never -0.0
         grad_w=weights.unflatten(grads),
-        grad_mu=-lam * s1 / var,
-        grad_sigma=lam * (s0 / sigma - s2 / (sigma * var)),
-        grad_log_var=0.5 * lam * (s0 - s2 / var),
-        grad_logit=lam * (n * mixture.pi - s0),
+        grad_mu=grad_mu,
+        grad_sigma=grad_sigma(s0, s2, lam, mixture.sigma, var),
+        grad_log_var=grad_log_var,
+        grad_logit=grad_logit,
         stats=stats,
-        n=n,
+        n=weights.n,
         gamma=None if gammas is None else weights.unflatten_gamma(gammas),
     )

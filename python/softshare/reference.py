@@ -10,11 +10,12 @@ number, can check the native kernel against the textbook.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._formulas import log_term_offset
+from ._formulas import log_terms as _terms
 from ._inputs import as_lam, as_mixture, as_n_threads, as_weights, cpu_count
 from ._result import PenaltyResult, build_result
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["log_terms", "penalty"]
 
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _CHUNK = 1 << 15
 
 
@@ -45,12 +45,15 @@ def log_terms(w: NDArray[np.float64], mixture: Mixture) -> NDArray[np.float64]:
     ndarray, shape (n, M)
         float64 log-terms.
     """
-    return _log_terms_of_d(w[:, None] - mixture.mu[None, :], mixture)
+    return _log_terms_of_d(np.asarray(w, dtype=np.float64)[:, None] - mixture.mu[None, :], mixture)
 
 
 def _log_terms_of_d(d: NDArray[np.float64], mixture: Mixture) -> NDArray[np.float64]:
     """``log_terms`` from the differences ``d = w_i - mu_j``, shape (n, M)."""
-    return mixture.log_pi - _HALF_LOG_2PI - 0.5 * mixture.log_var - 0.5 * d * d / mixture.var
+    terms: NDArray[np.float64] = _terms(
+        d, log_term_offset(mixture.log_pi, mixture.log_var), 1.0 / mixture.var
+    )
+    return terms
 
 
 def penalty(

@@ -1,0 +1,191 @@
+"""The custom op ``torch.ops.softshare.penalty``: kernel, fake kernel, autograd, :func:`penalty`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._inputs import as_lam
+from .._mixture import Mixture, check_component_shapes
+from .._penalty import penalty as _native_penalty
+from ._fallback import check_finite, forward_torch
+
+__all__ = ["BACKENDS", "TensorOrTensors", "penalty"]
+
+#: Backends of the op: "auto" picks "native" where it applies, else "torch".
+BACKENDS = ("auto", "native", "torch")
+_NATIVE_DTYPES = (torch.float32, torch.float64)
+_check: Callable[..., None] = torch._check  # untyped in torch's stubs
+
+#: One tensor, or any iterable of tensors (``model.parameters()``).
+TensorOrTensors = Union[Tensor, Iterable[Tensor]]
+
+
+def _native_applies(weights: Sequence[Tensor], params: Sequence[Tensor]) -> bool:
+    return all(t.device.type == "cpu" for t in (*weights, *params)) and all(
+        w.dtype in _NATIVE_DTYPES for w in weights
+    )
+
+
+def _value_dtype(weights: Sequence[Tensor], params: Sequence[Tensor]) -> torch.dtype:
+    dtype = params[0].dtype
+    for t in (*weights, *params):
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def _forward_native(
+    weights: Sequence[Tensor], mu: Tensor, log_var: Tensor, logit: Tensor, lam: float
+) -> tuple[float, list[Tensor], Tensor, Tensor, Tensor]:
+    """The fused native pass on CPU tensors (no copy of contiguous float32/float64 weights)."""
+    mix = Mixture(*(p.detach().to(torch.float64).numpy() for p in (mu, log_var, logit)))
+    r = _native_penalty([w.detach().numpy() for w in weights], mix, lam)
+    grad_w = r.grad_w if isinstance(r.grad_w, list) else [r.grad_w]
+    grads = [torch.from_numpy(np.asarray(g)) for g in grad_w]
+    return (
+        r.value,
+        grads,
+        torch.from_numpy(r.grad_mu).to(mu.dtype),
+        torch.from_numpy(r.grad_log_var).to(log_var.dtype),
+        torch.from_numpy(r.grad_logit).to(logit.dtype),
+    )
+
+
+@torch.library.custom_op("softshare::penalty", mutates_args=())
+def _penalty_op(
+    weights: list[Tensor],
+    mu: Tensor,
+    log_var: Tensor,
+    logit: Tensor,
+    lam: float,
+    backend: str,
+) -> tuple[Tensor, list[Tensor], Tensor, Tensor, Tensor]:
+    """Value ``lam * Omega`` and its gradients for weights, mu, log_var and logit."""
+    params = (mu, log_var, logit)
+    value_dtype = _value_dtype(weights, params)
+    use_native = backend == "native" or (backend == "auto" and _native_applies(weights, params))
+    if use_native:
+        if not _native_applies(weights, params):
+            msg = "backend='native' needs CPU tensors and float32/float64 weights"
+            raise ValueError(msg)
+        # softshare.Mixture and the kernel check finiteness themselves
+        value, grads, g_mu, g_lv, g_logit = _forward_native(weights, mu, log_var, logit, lam)
+        return torch.tensor(value, dtype=value_dtype), grads, g_mu, g_lv, g_logit
+    for name, p in zip(("mu", "log_var", "logit"), params):
+        check_finite(name, p.detach())
+    for k, w in enumerate(weights):
+        check_finite(f"weights[{k}]", w.detach())
+    value_t, grads, g_mu, g_lv, g_logit = forward_torch(weights, mu, log_var, logit, lam)
+    return value_t.to(value_dtype), grads, g_mu, g_lv, g_logit
+
+
+@_penalty_op.register_fake
+def _penalty_fake(
+    weights: list[Tensor],
+    mu: Tensor,
+    log_var: Tensor,
+    logit: Tensor,
+    lam: float,  # noqa: ARG001 (the op's signature)
+    backend: str,
+) -> tuple[Tensor, list[Tensor], Tensor, Tensor, Tensor]:
+    """Output metadata only: shapes and dtypes as the real op gives them, checked."""
+    _check(mu.dim() == 1, lambda: f"mu must be 1-D, got shape {tuple(mu.shape)}")
+    _check(mu.shape[0] >= 1, lambda: "the mixture needs M >= 1 components")
+    _check(
+        log_var.shape == mu.shape and logit.shape == mu.shape,
+        lambda: "mu, log_var and logit must have one shape",
+    )
+    _check(backend in BACKENDS, lambda: f"backend must be one of {BACKENDS}")
+    value = mu.new_empty((), dtype=_value_dtype(weights, (mu, log_var, logit)))
+    return (
+        value,
+        [torch.empty_like(w) for w in weights],
+        torch.empty_like(mu),
+        torch.empty_like(log_var),
+        torch.empty_like(logit),
+    )
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:  # noqa: ARG001
+    """Save the gradients the forward pass already computed; backward only scales them."""
+    _, grads, g_mu, g_lv, g_logit = output
+    ctx.n_weights = len(grads)
+    ctx.save_for_backward(*grads, g_mu, g_lv, g_logit)
+
+
+def _backward(
+    ctx: Any,
+    grad_value: Tensor,
+    _grad_grads: list[Tensor],
+    _g_mu: Tensor,
+    _g_lv: Tensor,
+    _g_logit: Tensor,
+) -> tuple[list[Tensor], Tensor, Tensor, Tensor, None, None]:
+    """Chain rule: ``grad_value`` times each saved gradient, in the gradient's dtype."""
+    saved = ctx.saved_tensors
+    k = ctx.n_weights
+    grads = [(grad_value * g).to(g.dtype) for g in saved[:k]]
+    g_mu, g_lv, g_logit = ((grad_value * g).to(g.dtype) for g in saved[k:])
+    return grads, g_mu, g_lv, g_logit, None, None
+
+
+_penalty_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def penalty(
+    weights: TensorOrTensors,
+    mu: Tensor,
+    log_var: Tensor,
+    logit: Tensor,
+    lam: float = 1.0,
+    *,
+    backend: str = "auto",
+) -> Tensor:
+    """Soft weight-sharing penalty ``lam * Omega(w)`` as a differentiable tensor.
+
+    Parameters
+    ----------
+    weights : Tensor or iterable of Tensor
+        The weights (any shapes), e.g. ``model.parameters()``: one mixture over
+        all of them.
+    mu, log_var, logit : Tensor, shape (M,)
+        The mixture's means, log-variances and mixing logits. Gradients flow to
+        whichever of them (and of the weights) require grad.
+    lam : float, default 1.0
+        Penalty strength, finite and >= 0.
+    backend : {"auto", "native", "torch"}, default "auto"
+        "native" runs the fused C++ kernel (CPU tensors, float32/float64
+        weights, no copies); "torch" the chunked pure-torch implementation on
+        the tensors' device; "auto" the native kernel where it applies.
+
+    Returns
+    -------
+    Tensor
+        0-d tensor ``lam * Omega``, in the promoted dtype of the inputs.
+
+    Raises
+    ------
+    ValueError
+        Non-finite weights or mixture parameters, ``lam`` negative or not
+        finite, an unknown backend, or mixture parameters that are not 1-D of
+        one length.
+    TypeError
+        If ``weights`` holds something other than tensors.
+    """
+    ws = [weights] if isinstance(weights, Tensor) else list(weights)
+    for k, w in enumerate(ws):
+        if not isinstance(w, Tensor):
+            msg = f"weights[{k}] must be a torch.Tensor, got {type(w).__name__}"
+            raise TypeError(msg)
+    if backend not in BACKENDS:
+        msg = f"backend must be one of {BACKENDS}, got {backend!r}"
+        raise ValueError(msg)
+    check_component_shapes(
+        tuple(mu.shape), tuple(log_var.shape), tuple(logit.shape), kind="tensors"
+    )
+    value: Tensor = torch.ops.softshare.penalty(ws, mu, log_var, logit, as_lam(lam), backend)[0]
+    return value

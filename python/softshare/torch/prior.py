@@ -1,0 +1,195 @@
+"""``MixturePrior``: a learnable Gaussian-mixture prior over a module's weights."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .._formulas import beta_neg_log_density, gamma_neg_log_density
+from .._hyperprior import HyperPrior
+from .._mixture import Mixture
+from ._op import TensorOrTensors, penalty
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+__all__ = ["MixturePrior"]
+
+
+class MixturePrior(nn.Module):
+    """A learnable Gaussian-mixture prior over a network's weights.
+
+    Parameters
+    ----------
+    mu, log_var, logit : array_like or Tensor, shape (M,)
+        Initial means, log-variances and mixing logits, held as
+        ``nn.Parameter`` (dtype ``torch.get_default_dtype()`` unless a tensor
+        with its own float dtype is given).
+    zero_component : bool, default False
+        Pin component 0's mean at exactly 0 (``mu[0]`` is then ignored and gets
+        no gradient).
+    pi_zero : float, optional
+        Fix component 0's mixing proportion at this value (the other
+        proportions are ``(1 - pi_zero) * softmax(logit[1:])``); by default all
+        proportions are ``softmax(logit)`` and learnt.
+    hyperprior : softshare.compress.HyperPrior, optional
+        Gamma priors on the precisions and a Beta prior on pi_zero, added to
+        the penalty (times ``lam``'s scale: see ``forward``).
+
+    Examples
+    --------
+    >>> prior = MixturePrior.from_mixture(softshare.Mixture([0.0, 0.1], [-8.0, -6.0], [1.0, 0.0]))
+    ... # doctest: +SKIP
+    >>> loss = criterion(model(x), y) + prior(model, lam=1e-4)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        mu: ArrayLike | Tensor,
+        log_var: ArrayLike | Tensor,
+        logit: ArrayLike | Tensor,
+        *,
+        zero_component: bool = False,
+        pi_zero: float | None = None,
+        hyperprior: HyperPrior | None = None,
+    ) -> None:
+        super().__init__()
+        tensors = [self._as_tensor(x) for x in (mu, log_var, logit)]
+        Mixture(*(t.detach().to(torch.float64).cpu().numpy() for t in tensors))  # validates
+        if pi_zero is not None and not 0.0 < pi_zero < 1.0:
+            msg = f"pi_zero must be in (0, 1), got {pi_zero}"
+            raise ValueError(msg)
+        if (zero_component or pi_zero is not None) and tensors[0].numel() < 2:
+            msg = "a zero component needs M >= 2"
+            raise ValueError(msg)
+        self.mu = nn.Parameter(tensors[0])
+        self.log_var = nn.Parameter(tensors[1])
+        self.logit = nn.Parameter(tensors[2])
+        self.zero_component = bool(zero_component)
+        self.pi_zero = pi_zero
+        self.hyperprior = hyperprior
+
+    def effective(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(mu, log_var, logit)`` as the penalty sees them (zero component applied)."""
+        mu: Tensor = self.mu
+        if self.zero_component:
+            mu = torch.cat([torch.zeros_like(mu[:1]), mu[1:]])
+        logit: Tensor = self.logit
+        if self.pi_zero is not None:
+            rest = math.log1p(-self.pi_zero) + torch.log_softmax(logit[1:], dim=0)
+            logit = torch.cat([torch.full_like(logit[:1], math.log(self.pi_zero)), rest])
+        return mu, self.log_var, logit
+
+    def hyperprior_penalty(self) -> Tensor:
+        """The hyper-priors' negative log-density (0 without a hyperprior).
+
+        As :meth:`softshare.compress.HyperPrior.value_and_grad`, the value leaves
+        out the Gamma and Beta densities' normalising constants (they depend on
+        the hyper-parameters only, never on the mixture): it is the negative
+        log-density up to an additive constant.
+        """
+        _, log_var, logit = self.effective()
+        hp = self.hyperprior
+        value = torch.zeros((), dtype=log_var.dtype, device=log_var.device)
+        if hp is None:
+            return value
+        shape, rate = (
+            torch.as_tensor(a, dtype=log_var.dtype, device=log_var.device)
+            for a in hp.shape_rate(log_var.shape[0])
+        )
+        terms = gamma_neg_log_density(shape, rate, log_var, torch.exp(-log_var))
+        value = value + torch.where(rate > 0, terms, torch.zeros_like(terms)).sum()
+        if hp.beta is not None:
+            log_p0 = torch.log_softmax(logit, dim=0)[0]
+            value = value + beta_neg_log_density(*hp.beta, log_p0, torch.log1p(-torch.exp(log_p0)))
+        return value
+
+    @staticmethod
+    def _as_tensor(x: ArrayLike | Tensor) -> Tensor:
+        if isinstance(x, Tensor) and x.is_floating_point():
+            return x.detach().clone()
+        return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=torch.get_default_dtype())
+
+    @classmethod
+    def from_mixture(
+        cls, mixture: Mixture, *, dtype: torch.dtype | None = None, **kwargs: Any
+    ) -> MixturePrior:
+        """A prior initialised from a :class:`softshare.Mixture`, in ``dtype``.
+
+        Keyword arguments (``zero_component``, ``pi_zero``, ``hyperprior``) are
+        passed to the constructor.
+        """
+        dtype = dtype or torch.get_default_dtype()
+        arrays = (mixture.mu, mixture.log_var, mixture.logit)
+        return cls(*(torch.tensor(np.asarray(a), dtype=dtype) for a in arrays), **kwargs)
+
+    @property
+    def n_components(self) -> int:
+        """Number of components M."""
+        return int(self.mu.numel())
+
+    def mixture(self) -> Mixture:
+        """A float64 :class:`softshare.Mixture` snapshot of the effective parameters."""
+        return Mixture(*(p.detach().to(torch.float64).cpu().numpy() for p in self.effective()))
+
+    def penalized_parameters(self, model_or_params: nn.Module | TensorOrTensors) -> list[Tensor]:
+        """The tensors the prior applies to: a module's parameters except the prior's own."""
+        if isinstance(model_or_params, nn.Module):
+            own = {id(p) for p in self.parameters()}
+            return [p for p in model_or_params.parameters() if id(p) not in own]
+        if isinstance(model_or_params, Tensor):
+            return [model_or_params]
+        return list(model_or_params)
+
+    def forward(
+        self,
+        model_or_params: nn.Module | TensorOrTensors,
+        lam: float = 1.0,
+        *,
+        hyper_lam: float | None = None,
+    ) -> Tensor:
+        """``lam * Omega`` over a module's parameters (or the given tensors).
+
+        With a hyperprior, ``hyper_lam`` times its negative log-density is added
+        (default: ``lam``, i.e. the hyper-priors weigh like one weight's prior).
+        """
+        mu, log_var, logit = self.effective()
+        value = penalty(self.penalized_parameters(model_or_params), mu, log_var, logit, lam)
+        if self.hyperprior is not None:
+            value = value + (lam if hyper_lam is None else hyper_lam) * self.hyperprior_penalty()
+        return value
+
+    def parameter_groups(
+        self,
+        lr_mu: float | None = None,
+        lr_log_var: float | None = None,
+        lr_logit: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Optimizer parameter groups for the mixture, one per kind of parameter.
+
+        A learning rate left as None is not set, so the optimizer's default applies.
+
+        Examples
+        --------
+        >>> opt = torch.optim.Adam(  # doctest: +SKIP
+        ...     [{"params": model.parameters()}, *prior.parameter_groups(5e-4, 1e-2, 3e-3)], lr=2e-3)
+        """
+        groups: list[dict[str, Any]] = []
+        for param, lr in ((self.mu, lr_mu), (self.log_var, lr_log_var), (self.logit, lr_logit)):
+            group: dict[str, Any] = {"params": [param]}
+            if lr is not None:
+                group["lr"] = lr
+            groups.append(group)
+        return groups
+
+    def extra_repr(self) -> str:
+        extras = [f"n_components={self.n_components}"]
+        if self.zero_component:
+            extras.append("zero_component=True")
+        if self.pi_zero is not None:
+            extras.append(f"pi_zero={self.pi_zero}")
+        return ", ".join(extras)

@@ -1,0 +1,28 @@
+"""Every Python example in README.md runs as written."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
+
+
+def test_readme_has_examples() -> None:
+    assert len(BLOCKS) >= 2
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_example_runs(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code = BLOCKS[index]
+    for module in ("torch", "sklearn", "matplotlib"):
+        if re.search(rf"^\s*(import|from) {module}\b", code, flags=re.MULTILINE) and (
+            importlib.util.find_spec(module) is None
+        ):
+            pytest.skip(f"the example needs {module}")
+    monkeypatch.chdir(tmp_path)  # examples that write files write them here
+    exec(compile(code, f"README.md example {index}", "exec"), {"__name__": "__readme__"})  # noqa: S102

@@ -1,0 +1,111 @@
+"""The package's shape: short one-job modules and an import graph that points one way."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import softshare
+
+PACKAGE = Path(softshare.__file__).resolve().parent
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, absolute, at any depth of its code."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+GRAPH = {_module_name(p): _imports(p) for p in SOURCES}
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_sources_found() -> None:
+    assert "softshare.torch.prior" in GRAPH
+    assert "softshare.compress" in GRAPH
+    assert "softshare.demo.recipe" in GRAPH
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_module_is_short_and_states_its_job(path: Path) -> None:
+    text = path.read_text()
+    assert len(text.splitlines()) <= 300, f"{path.name} has more than 300 lines"
+    doc = ast.get_docstring(ast.parse(text))
+    assert doc, f"{path.name} has no module docstring stating its job"
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported"),
+    [
+        ("softshare", "softshare.demo"),  # the library never reaches into the demo
+        ("softshare.compress", "softshare.torch"),  # the recipe is framework-free
+        ("softshare.torch", "softshare.compress"),  # the adapter does not pull in the recipe
+        ("softshare.torch", "softshare.demo"),
+        ("softshare.compress", "softshare.demo"),
+    ],
+)
+def test_import_graph_points_one_way(importer: str, imported: str) -> None:
+    offenders = [
+        (module, target)
+        for module, targets in GRAPH.items()
+        if _within(module, importer)
+        and not _within(module, imported)
+        and module != "softshare.__main__"  # the command line is where the demo is started
+        for target in targets
+        if _within(target, imported)
+    ]
+    assert not offenders, f"{importer} must not import {imported}: {offenders}"
+
+
+def test_top_level_package_never_imports_torch() -> None:
+    """Nothing ``import softshare`` loads imports torch, statically or at run time."""
+    reach, todo = set(), ["softshare"]
+    while todo:
+        module = todo.pop()
+        if module in reach:
+            continue
+        reach.add(module)
+        todo.extend(t for t in GRAPH.get(module, ()) if t in GRAPH and t != module)
+    bad = sorted(m for m in reach if _within(m, "softshare.torch") or "torch" in GRAPH[m])
+    assert not bad, f"import softshare reaches torch through {bad}"
+    code = "import sys, softshare; assert 'torch' not in sys.modules, 'torch was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_torch_adapter_does_not_import_the_recipe_at_run_time() -> None:
+    pytest.importorskip("torch")
+    code = (
+        "import sys, softshare.torch; "
+        "bad = [m for m in sys.modules if m.startswith(('softshare.compress', 'softshare.demo'))]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
