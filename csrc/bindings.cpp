@@ -14,7 +14,9 @@
 #include <vector>
 
 #include "softshare/dispatch.hpp"
-#include "softshare/penalty.hpp"
+#include "softshare/driver.hpp"
+#include "softshare/runtime.hpp"
+#include "softshare/types.hpp"
 
 namespace py = pybind11;
 namespace sk = softshare::kernel;
@@ -107,8 +109,9 @@ PYBIND11_MODULE(_core, mod) {
     mod.def("has_openmp", &sk::has_openmp, "Whether the kernel was built with OpenMP.");
     mod.def("default_threads", &sk::default_threads,
             "Threads OpenMP uses by default (OMP_NUM_THREADS), 1 without OpenMP.");
-    mod.def("simd_target", [] { return std::string(sk::active_table().name); },
-            "The instruction set of the kernels in use.");
+    mod.def(
+        "simd_target", [] { return std::string(sk::active_table().name); },
+        "The instruction set of the kernels in use.");
     mod.def("simd_targets", &sk::supported_targets,
             "The instruction sets this build has and this CPU runs, lowest first.");
     mod.def("set_simd_target", &sk::set_target, py::arg("name"),

@@ -79,7 +79,9 @@ KernelTable active_table() {
         return out;
     }();
     int idx = g_active.load();
-    if (idx < 0 || idx >= static_cast<int>(tables.size())) idx = static_cast<int>(tables.size()) - 1;
+    if (idx < 0 || idx >= static_cast<int>(tables.size())) {
+        idx = static_cast<int>(tables.size()) - 1;
+    }
     return tables[static_cast<std::size_t>(idx)];
 }
 

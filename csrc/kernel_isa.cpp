@@ -2,10 +2,11 @@
 // target, each time with that target's flags and with SOFTSHARE_ISA_NS, the
 // namespace of everything defined here (baseline, avx2, avx512), and
 // SOFTSHARE_VECTOR_BYTES, the target's vector width. Only functions of that
-// namespace and internal-linkage helpers are defined here, so no instruction of
-// one target can leak into another's code; tools/check_isa.py verifies it on
-// the built module.
-#include "softshare/block.hpp"
+// namespace and internal-linkage helpers are defined here (the *-inl.hpp
+// headers are included by this file alone; types.hpp is plain data), so no
+// instruction of one target can leak into another's code; tools/check_isa.py
+// verifies it on the built module.
+#include "softshare/block-inl.hpp"
 #include "softshare/types.hpp"
 
 #define SOFTSHARE_STR2(x) #x
@@ -40,8 +41,12 @@ void log_array(const T* x, T* y, std::int64_t n) {
 }
 
 KernelTable table() {
-    return {SOFTSHARE_STR(SOFTSHARE_ISA_NS), &process_block<float>, &process_block<double>,
-            &exp2_array<float>,            &exp2_array<double>,    &log_array<float>,
+    return {SOFTSHARE_STR(SOFTSHARE_ISA_NS),
+            &process_block<float>,
+            &process_block<double>,
+            &exp2_array<float>,
+            &exp2_array<double>,
+            &log_array<float>,
             &log_array<double>};
 }
 

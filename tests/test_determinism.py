@@ -8,11 +8,18 @@ import numpy as np
 import pytest
 
 import softshare
+from softshare import _core
 
 from conftest import random_mixture
 
-# Several blocks of 4096 weights and an odd tail.
-N = 300 * 4096 + 123
+# Weights per block: the unit of parallel work and of the fixed-order reduction.
+BLOCK = _core.block_size
+# The driver keeps at most this many bytes of block partials (2 + 3 M float64
+# each) per round (kRoundBytes in csrc/softshare/driver.hpp).
+ROUND_BYTES = 1 << 20
+
+# Several blocks and an odd tail.
+N = 300 * BLOCK + 123
 
 
 def _fields(r: softshare.PenaltyResult) -> list[np.ndarray]:
@@ -37,13 +44,23 @@ def test_thread_counts_and_repeats(dtype: type) -> None:
         _assert_identical(serial, softshare.penalty(w, mix, 0.3, n_threads=n_threads))
 
 
+def test_block_size() -> None:
+    # Blocks hold whole tiles of every SIMD target (up to 64 weights).
+    assert isinstance(BLOCK, int)
+    assert BLOCK > 0
+    assert BLOCK % 64 == 0
+
+
 @pytest.mark.usefixtures("simd")
 def test_several_rounds() -> None:
-    # M = 1000 makes a round (1 MiB of block partials) hold 43 blocks, so
-    # 100 blocks take three rounds of the driver.
+    # M = 1000 makes a round hold 43 blocks, so 100 blocks (the last one short)
+    # take three rounds of the driver.
+    m, n_blocks = 1000, 100
+    round_blocks = ROUND_BYTES // ((2 + 3 * m) * 8)
+    assert 2 * round_blocks < n_blocks
     rng = np.random.default_rng(10)
-    mix = random_mixture(rng, 1000)
-    w = rng.normal(0, 0.3, 100 * 4096 - 7).astype(np.float32)
+    mix = random_mixture(rng, m)
+    w = rng.normal(0, 0.3, n_blocks * BLOCK - 7).astype(np.float32)
     serial = softshare.penalty(w, mix, n_threads=1)
     for n_threads in (2, 3):
         _assert_identical(serial, softshare.penalty(w, mix, n_threads=n_threads))
@@ -55,7 +72,7 @@ def test_lists_across_threads() -> None:
     mix = random_mixture(rng, 5)
     layers = [
         rng.normal(0, 0.3, (700, 1000)).astype(np.float32),
-        rng.normal(0, 0.3, 4097),
+        rng.normal(0, 0.3, BLOCK + 1),
         rng.normal(0, 0.3, (10, 10)).astype(np.float32),
     ]
     serial = softshare.penalty(layers, mix, n_threads=1)

@@ -1,4 +1,7 @@
-"""Accuracy of the kernel's own vectorised exp and log, on every SIMD path."""
+"""Accuracy of the kernel's own vectorised exp and log, on every SIMD path.
+
+The functions are in csrc/softshare/vmath-inl.hpp, reached through _core._vmath.
+"""
 
 from __future__ import annotations
 

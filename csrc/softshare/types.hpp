@@ -1,9 +1,14 @@
-// Shared types of the softshare kernel. Python-free.
+// Shared types of the softshare kernel: the constants and plain structs that
+// the per-target kernels (kernel_isa.cpp), the driver (driver.hpp) and the
+// bindings (bindings.cpp) agree on. Python-free.
 //
-// Everything here is plain data: the per-instruction-set translation units
-// (kernel_<isa>.cpp) include it, and they must not instantiate any inline
-// function or template that another translation unit also instantiates,
-// or the linker could pick the AVX copy for baseline code.
+// Everything here is plain data: kernel_isa.cpp, compiled once per instruction
+// set, includes this header, and it must not instantiate any inline function or
+// template that another translation unit also instantiates, or the linker could
+// pick the AVX copy for baseline code. So no standard-library containers and no
+// function bodies beyond constexpr arithmetic; the driver's result, Totals,
+// owns a std::vector and therefore lives in driver.hpp, which only bindings.cpp
+// (baseline flags) includes.
 #pragma once
 
 #include <cstdint>
@@ -52,7 +57,7 @@ template <class T>
 using BlockFn = void (*)(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamma,
                          std::int64_t n, T lam, double* partial, const Scratch<T>& scratch);
 
-// y[i] = f(x[i]) for the vectorised exp2/log of vmath.hpp (exposed for tests).
+// y[i] = f(x[i]) for the vectorised exp2/log of vmath-inl.hpp (exposed for tests).
 template <class T>
 using ArrayFn = void (*)(const T* x, T* y, std::int64_t n);
 
@@ -65,6 +70,18 @@ struct KernelTable {
     ArrayFn<double> exp2_f64;
     ArrayFn<float> log_f32;
     ArrayFn<double> log_f64;
+};
+
+// The precision of one array of weights.
+enum class DType { f32, f64 };
+
+// One array of the caller's list as the driver reads and writes it.
+struct Segment {
+    DType dtype;
+    const void* w;  // n weights
+    void* grad_w;   // n outputs, same dtype
+    void* gamma;    // n x M outputs, same dtype, or nullptr
+    std::int64_t n;
 };
 
 }  // namespace kernel

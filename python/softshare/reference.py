@@ -2,7 +2,7 @@
 
 Every function here has the signature and result type of its native twin in
 :mod:`softshare` and computes the same quantities straight from the equations
-of the SPEC in float64 and log space, materialising the responsibilities chunk
+of docs/math.md in float64 and log space, materialising the responsibilities chunk
 by chunk. It is slow (tens to hundreds of times slower than
 :func:`softshare.penalty`) and exists so that tests, and users who doubt a
 number, can check the native kernel against the textbook.

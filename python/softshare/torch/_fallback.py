@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from torch import Tensor
 
-__all__ = ["check_finite", "forward_torch"]
+__all__ = ["check_finite", "differentiable_value", "forward_torch"]
 
 _CHUNK = 1 << 16
 
@@ -78,3 +78,22 @@ def forward_torch(
         s0, s1, s2, n, lam, torch.exp(log_var_acc), torch.exp(log_pi)
     )
     return value, grads, g_mu.to(mu.dtype), g_lv.to(log_var.dtype), g_logit.to(logit.dtype)
+
+
+def differentiable_value(
+    weights: Sequence[Tensor], mu: Tensor, log_var: Tensor, logit: Tensor, lam: float
+) -> Tensor:
+    """``lam * Omega`` built from differentiable torch ops (autograd keeps N x M terms).
+
+    Used only for higher-order derivatives (``create_graph=True``): the op's
+    own backward returns the first derivatives saved by the fused pass, and
+    differentiating those again needs a graph of the whole computation.
+    """
+    log_pi = torch.log_softmax(logit, dim=0)
+    offset = log_term_offset(log_pi, log_var)
+    inv_var = torch.exp(-log_var)
+    value = torch.zeros((), dtype=mu.dtype, device=mu.device)
+    for w in weights:
+        d = w.reshape(-1).to(mu.dtype)[:, None] - mu[None, :]
+        value = value + torch.logsumexp(log_terms(d, offset, inv_var), dim=1).sum()
+    return -lam * value

@@ -12,7 +12,7 @@ from torch import Tensor
 from .._inputs import as_lam
 from .._mixture import Mixture, check_component_shapes
 from .._penalty import penalty as _native_penalty
-from ._fallback import check_finite, forward_torch
+from ._fallback import check_finite, differentiable_value, forward_torch
 
 __all__ = ["BACKENDS", "TensorOrTensors", "penalty"]
 
@@ -110,11 +110,17 @@ def _penalty_fake(
     )
 
 
-def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:  # noqa: ARG001
-    """Save the gradients the forward pass already computed; backward only scales them."""
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+    """Save the gradients the forward pass already computed; backward only scales them.
+
+    The inputs are saved too (references, no copies): a backward that must
+    itself be differentiable (``create_graph=True``) recomputes from them.
+    """
+    weights, mu, log_var, logit, lam, _ = inputs
     _, grads, g_mu, g_lv, g_logit = output
     ctx.n_weights = len(grads)
-    ctx.save_for_backward(*grads, g_mu, g_lv, g_logit)
+    ctx.lam = lam
+    ctx.save_for_backward(*grads, g_mu, g_lv, g_logit, *weights, mu, log_var, logit)
 
 
 def _backward(
@@ -124,16 +130,61 @@ def _backward(
     _g_mu: Tensor,
     _g_lv: Tensor,
     _g_logit: Tensor,
-) -> tuple[list[Tensor], Tensor, Tensor, Tensor, None, None]:
-    """Chain rule: ``grad_value`` times each saved gradient, in the gradient's dtype."""
+) -> tuple[list[Tensor | None], Tensor | None, Tensor | None, Tensor | None, None, None]:
+    """Chain rule: ``grad_value`` times each saved gradient, in the gradient's dtype.
+
+    Under ``create_graph=True`` (Hessian-vector products, ``gradgradcheck``)
+    the gradients are recomputed with differentiable torch ops instead, so
+    that they can be differentiated again.
+    """
     saved = ctx.saved_tensors
     k = ctx.n_weights
-    grads = [(grad_value * g).to(g.dtype) for g in saved[:k]]
-    g_mu, g_lv, g_logit = ((grad_value * g).to(g.dtype) for g in saved[k:])
+    if torch.is_grad_enabled():
+        return _differentiable_backward(ctx, grad_value, saved[k + 3 :])
+    grads: list[Tensor | None] = [(grad_value * g).to(g.dtype) for g in saved[:k]]
+    g_mu, g_lv, g_logit = ((grad_value * g).to(g.dtype) for g in saved[k : k + 3])
     return grads, g_mu, g_lv, g_logit, None, None
 
 
+def _differentiable_backward(
+    ctx: Any, grad_value: Tensor, inputs: tuple[Tensor, ...]
+) -> tuple[list[Tensor | None], Tensor | None, Tensor | None, Tensor | None, None, None]:
+    weights, (mu, log_var, logit) = list(inputs[:-3]), inputs[-3:]
+    wanted = [t for t in inputs if t.requires_grad]
+    found = {}
+    if wanted:
+        value = differentiable_value(weights, mu, log_var, logit, ctx.lam)
+        grads = torch.autograd.grad(value, wanted, grad_value, create_graph=True, allow_unused=True)
+        found = {id(t): g for t, g in zip(wanted, grads)}
+
+    def of(t: Tensor) -> Tensor | None:
+        g = found.get(id(t))
+        return None if g is None else g.to(t.dtype)
+
+    return [of(w) for w in weights], of(mu), of(log_var), of(logit), None, None
+
+
 _penalty_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _check_dtypes_and_devices(ws: list[Tensor], mu: Tensor, log_var: Tensor, logit: Tensor) -> None:
+    """Real floating-point tensors, all on one device (TypeError / ValueError otherwise)."""
+    named = [
+        *((f"weights[{k}]", w) for k, w in enumerate(ws)),
+        *zip(("mu", "log_var", "logit"), (mu, log_var, logit)),
+    ]
+    for name, t in named:
+        if not isinstance(t, Tensor):
+            msg = f"{name} must be a torch.Tensor, got {type(t).__name__}"
+            raise TypeError(msg)
+        if not t.is_floating_point():
+            msg = f"{name} must be a real floating-point tensor, got dtype {t.dtype}"
+            raise TypeError(msg)
+    device = mu.device
+    for name, t in named:
+        if t.device != device:
+            msg = f"all tensors must be on one device: {name} is on {t.device}, mu on {device}"
+            raise ValueError(msg)
 
 
 def penalty(
@@ -171,19 +222,17 @@ def penalty(
     ------
     ValueError
         Non-finite weights or mixture parameters, ``lam`` negative or not
-        finite, an unknown backend, or mixture parameters that are not 1-D of
-        one length.
+        finite, an unknown backend, mixture parameters that are not 1-D of
+        one length, or tensors on more than one device.
     TypeError
-        If ``weights`` holds something other than tensors.
+        If ``weights`` or the mixture hold something other than real
+        floating-point tensors (integer or complex tensors included).
     """
     ws = [weights] if isinstance(weights, Tensor) else list(weights)
-    for k, w in enumerate(ws):
-        if not isinstance(w, Tensor):
-            msg = f"weights[{k}] must be a torch.Tensor, got {type(w).__name__}"
-            raise TypeError(msg)
     if backend not in BACKENDS:
         msg = f"backend must be one of {BACKENDS}, got {backend!r}"
         raise ValueError(msg)
+    _check_dtypes_and_devices(ws, mu, log_var, logit)
     check_component_shapes(
         tuple(mu.shape), tuple(log_var.shape), tuple(logit.shape), kind="tensors"
     )

@@ -1,20 +1,23 @@
 // SIMD vectors and branch-free exp/log on them. Python-free.
+// Per-target code (-inl): included once per target, via block-inl.hpp.
 //
 // Vectors are GCC/Clang vector extensions of SOFTSHARE_VECTOR_BYTES bytes, the
 // register width of the translation unit's target: 64 (one zmm) for AVX-512,
-// 32 (ymm) for AVX2, 16 (xmm, or NEON elsewhere) for the portable baseline. Everything here has internal linkage, so each
-// per-ISA translation unit gets its own copy and the linker can never hand
-// one instruction set's code to another.
+// 32 (ymm) for AVX2, 16 (xmm, or NEON elsewhere) for the portable baseline;
+// CMake defines it for each target. Everything here has internal linkage, so
+// each per-target translation unit gets its own copy and the linker can never
+// hand one instruction set's code to another.
 //
 // Accuracy (checked against long double on every SIMD path by tests/test_vmath.py):
 //   exp2_neg: 2^x for x <= 0 (the kernel works in base 2: x = l - max(l)).
 //             2^round(x) * P(f), f = x - round(x) exact, P a degree-6
 //             near-minimax polynomial for float and the degree-13 Taylor series
-//             of exp(f ln 2) for double, on |f| <= 1/2; <= 2 ulp relative. Results below the smallest normal are exactly
-//             0 (portable paths) or the nearest subnormal (AVX-512's vscalef),
-//             and exactly 0 below 2^-150 (float) / 2^-1075 (double) and for
-//             -inf on every path: a component that far from a weight
-//             contributes gamma = 0, never NaN.
+//             of exp(f ln 2) for double, on |f| <= 1/2; <= 2 ulp relative.
+//             Results below the smallest normal are exactly 0 (portable
+//             paths) or the nearest subnormal (AVX-512's vscalef), and exactly
+//             0 below 2^-150 (float) / 2^-1075 (double) and for -inf on every
+//             path: a component that far from a weight contributes gamma = 0,
+//             never NaN.
 //   log_ge1 : argument x >= 1 and finite (the log-sum-exp of terms whose
 //             largest is exp(0) = 1). Series of atanh on |f| <= 0.1716:
 //             float <= 3 ulp, double <= 3 ulp (worst just above sqrt(2), where
@@ -22,6 +25,10 @@
 #pragma once
 
 #include <cstdint>
+
+#ifndef SOFTSHARE_VECTOR_BYTES
+#error "SOFTSHARE_VECTOR_BYTES (the target's vector width) must be defined: see CMakeLists.txt"
+#endif
 
 #if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
 #include <immintrin.h>
@@ -37,9 +44,6 @@ namespace softshare {
 namespace kernel {
 namespace {
 
-#ifndef SOFTSHARE_VECTOR_BYTES
-#define SOFTSHARE_VECTOR_BYTES 16
-#endif
 constexpr int kVectorBytes = SOFTSHARE_VECTOR_BYTES;
 
 template <class T>
@@ -66,7 +70,7 @@ struct Simd<double> {
     static constexpr int kLanes = kVectorBytes / 8;
     static constexpr int kMantissa = 52;
     static constexpr int kMaxExponent = 1023;
-    static constexpr double kShift = 6755399441056767.0;   // 1.5 * 2^52 + 1023
+    static constexpr double kShift = 6755399441056767.0;  // 1.5 * 2^52 + 1023
 };
 
 template <class T>
@@ -154,8 +158,12 @@ struct Exp2Poly<float> {
     // least squares on Chebyshev nodes.
     static constexpr int kDegree = 6;
     static constexpr float kCoef[kDegree + 1] = {
-        1.4922877935846096e-04f, 1.3391058079572325e-03f, 9.619923542345227e-03f,
-        5.550353756072296e-02f,  2.4022635259817332e-01f, 6.931471923698157e-01f,
+        1.4922877935846096e-04f,
+        1.3391058079572325e-03f,
+        9.619923542345227e-03f,
+        5.550353756072296e-02f,
+        2.4022635259817332e-01f,
+        6.931471923698157e-01f,
         1.0f,
     };
 };
@@ -163,11 +171,13 @@ template <>
 struct Exp2Poly<double> {
     static constexpr int kDegree = 13;
     static constexpr double kCoef[kDegree + 1] = {
-        1.3691488853904124e-12, 2.5678435993488196e-11, 4.44553827187081e-10,
-        7.054911620801121e-09, 1.0178086009239696e-07, 1.3215486790144305e-06,
-        1.5252733804059838e-05, 0.00015403530393381606, 0.0013333558146428441,
-        0.009618129107628477, 0.055504108664821576, 0.2402265069591007,
-        0.6931471805599453, 1.0,
+        1.3691488853904124e-12, 2.5678435993488196e-11,
+        4.44553827187081e-10,   7.054911620801121e-09,
+        1.0178086009239696e-07, 1.3215486790144305e-06,
+        1.5252733804059838e-05, 0.00015403530393381606,
+        0.0013333558146428441,  0.009618129107628477,
+        0.055504108664821576,   0.2402265069591007,
+        0.6931471805599453,     1.0,
     };
 };
 
@@ -184,15 +194,17 @@ SOFTSHARE_INLINE void poly_n(const Vec<T> (&r)[U], Vec<T> (&p)[U]) {
 // x[u] = 2^x[u] for x <= 0 (U vectors in lockstep): 2^round(x) * P(x - round(x)),
 // the reduction exact. Results below the smallest normal are exactly 0 (for
 // -inf too) on the portable paths; AVX-512 scales with vscalef, which rounds
-// them to the nearest subnormal and is exactly 0 below 2^-150.
+// them to the nearest subnormal and is exactly 0 below 2^-150 (float) or
+// 2^-1075 (double).
 template <class T, int U>
 SOFTSHARE_INLINE void exp2_neg_n(Vec<T> (&x)[U]) {
     using S = Simd<T>;
     Vec<T> f[U], p[U];
 #if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
     Vec<T> n[U];
-    const T floor_x = -T(S::kMaxExponent + S::kMantissa + 8);  // 2^floor_x * P(0) == 0
-    for (int u = 0; u < U; ++u) x[u] = max_fast(x[u], splat(floor_x));  // -inf -> floor_x
+    // 2^floor_x * P(0) == 0: raising x (-inf included) to floor_x changes no result.
+    const T floor_x = -T(S::kMaxExponent + S::kMantissa + 8);
+    for (int u = 0; u < U; ++u) x[u] = max_fast(x[u], splat(floor_x));
     for (int u = 0; u < U; ++u) n[u] = round_nearest(x[u]);
     for (int u = 0; u < U; ++u) f[u] = x[u] - n[u];
     poly_n<Exp2Poly<T>, T, U>(f, p);

@@ -1,4 +1,5 @@
-// The fused per-block pass of the soft weight-sharing penalty (SPEC.md).
+// The fused per-block pass of the soft weight-sharing penalty (docs/math.md).
+// Per-target code (-inl): included once per target, by kernel_isa.cpp only.
 //
 // Python-free. `process_block` handles one block of consecutive weights in
 // tiles of kUnroll SIMD vectors of weights (lanes = weights; the M components
@@ -7,36 +8,37 @@
 //     z_j = (w - mu_j) r_j,   r_j = sqrt(log2(e) / 2) / sigma_j,
 // their log-sum-exp L (max subtracted), the responsibilities gamma_j, the
 // weight gradient lam * sum_j gamma_j (w - mu_j) / sigma_j^2, and adds the
-// component sums S0, S1, S2 and sum L into per-lane accumulators (float64, fed
-// every kSubTiles tiles from partial sums in the weights' precision).
+// component sums S0, S1, S2 and sum L into per-lane float64 accumulators (sum L
+// every tile; S0, S1, S2 every kSubTiles tiles, from partial sums in the
+// weights' precision).
 // Nothing of size N x M is stored unless responsibilities are asked for.
 //
-// This header is compiled once per instruction set (see kernel_isa.cpp): it
-// must only be included inside a translation unit that first defines
-// SOFTSHARE_ISA_NS, the namespace the instantiations live in.
+// kernel_isa.cpp defines SOFTSHARE_ISA_NS, the namespace the instantiations
+// live in, before including this header.
 #pragma once
 
 #include <cstdint>
 #include <limits>
 
 #include "softshare/types.hpp"
-#include "softshare/vmath.hpp"
+#include "softshare/vmath-inl.hpp"
 
 #ifndef SOFTSHARE_ISA_NS
-#error "define SOFTSHARE_ISA_NS before including softshare/block.hpp"
+#error "define SOFTSHARE_ISA_NS before including softshare/block-inl.hpp"
 #endif
 
 namespace softshare {
 namespace kernel {
 namespace SOFTSHARE_ISA_NS {
 
-// Vectors per tile: two independent dependency chains per component keep the
+// Vectors per tile: each component's terms for the kUnroll vectors are
+// kUnroll independent dependency chains, computed in lockstep, which keep the
 // FP pipes busy while one exp waits on its latency.
 constexpr int kUnroll = 4;
 
 template <class T>
-void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamma,
-                   std::int64_t n, T lam, double* partial, const Scratch<T>& scratch) {
+void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamma, std::int64_t n,
+                   T lam, double* partial, const Scratch<T>& scratch) {
     using V = Vec<T>;
     constexpr int L = Simd<T>::kLanes;
     constexpr int U = kUnroll;

@@ -1,8 +1,11 @@
 // The driver of the fused pass: blocks, threads and the fixed-order reduction.
 //
-// Python-free. The weights arrive as segments (one per array of the caller's
-// list), each float32 or float64, contiguous. Every segment is cut into blocks
-// of kBlockSize weights; blocks are processed in parallel in rounds of at most
+// Python-free; compiled with baseline flags only (included by bindings.cpp,
+// never by kernel_isa.cpp), so it may use the standard library freely.
+//
+// The weights arrive as segments (one per array of the caller's list), each
+// float32 or float64, contiguous. Every segment is cut into blocks of
+// kBlockSize weights; blocks are processed in parallel in rounds of at most
 // kRoundBytes of partial sums and the partials are folded into the totals
 // strictly in block order, so the result does not depend on the number of
 // threads or on the schedule, and the extra memory is bounded whatever N is.
@@ -13,31 +16,24 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
-#include <stdexcept>
 #include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+#include "softshare/runtime.hpp"
 #include "softshare/types.hpp"
 
 namespace softshare {
 namespace kernel {
 
-enum class DType { f32, f64 };
-
-struct Segment {
-    DType dtype;
-    const void* w;   // n weights
-    void* grad_w;    // n outputs, same dtype
-    void* gamma;     // n x M outputs, same dtype, or nullptr
-    std::int64_t n;
-};
-
+// The result of one pass (its inputs, DType and Segment, are in types.hpp).
+// Not in types.hpp because it owns a std::vector: types.hpp is also included by
+// kernel_isa.cpp, compiled with AVX flags, and must stay plain data.
 struct Totals {
-    double sum_l = 0.0;        // sum_i L_i (Omega = -sum_l)
-    double check = 0.0;        // NaN when some weight is not finite
+    double sum_l = 0.0;         // sum_i L_i (Omega = -sum_l)
+    double check = 0.0;         // NaN when some weight is not finite
     std::vector<double> stats;  // (3, M) row-major: S0, S1, S2
 };
 
@@ -71,7 +67,8 @@ struct Components {
             at(0, j) = mu_hi;
             at(1, j) = r_t;
             at(2, j) = static_cast<T>(mu_lo * r_d);
-            at(3, j) = static_cast<T>(log2e * (logit[j] - log_norm - half_log_2pi - 0.5 * log_var[j]));
+            at(3, j) =
+                static_cast<T>(log2e * (logit[j] - log_norm - half_log_2pi - 0.5 * log_var[j]));
             at(4, j) = static_cast<T>(std::min(std::exp(-log_var[j]) / r_d, t_max));
         }
     }
@@ -98,23 +95,6 @@ struct Workspace {
     std::vector<T> sub;
     std::vector<double> acc;
 };
-
-inline bool has_openmp() {
-#ifdef _OPENMP
-    return true;
-#else
-    return false;
-#endif
-}
-
-// Threads OpenMP would use for a parallel region by default (1 without OpenMP).
-inline int default_threads() {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 
 namespace detail {
 
@@ -161,17 +141,20 @@ struct Runner {
 inline void fold(Totals& totals, const double* partial, std::int64_t m) {
     totals.sum_l += partial[0];
     totals.check += partial[1];
-    for (std::int64_t k = 0; k < 3 * m; ++k) totals.stats[static_cast<std::size_t>(k)] += partial[2 + k];
+    for (std::int64_t k = 0; k < 3 * m; ++k) {
+        totals.stats[static_cast<std::size_t>(k)] += partial[2 + k];
+    }
 }
 
 }  // namespace detail
 
 // One fused pass over all segments. n_threads <= 0 means OpenMP's default.
-// The caller has checked the mixture (M >= 1, finite) and the segments.
+// Preconditions, checked by the callers (bindings.cpp; python/softshare for
+// finiteness): M >= 1, a finite mixture, and segments with outputs of their
+// length.
 inline Totals run_penalty(const KernelTable& table, const double* mu, const double* log_var,
                           const double* logit, std::int64_t m, double lam,
                           const std::vector<Segment>& segments, int n_threads) {
-    if (m < 1) throw std::invalid_argument("the mixture needs at least one component");
     const Components<float> comp32(mu, log_var, logit, m);
     const Components<double> comp64(mu, log_var, logit, m);
     const detail::Runner runner{table, segments, comp32.view(), comp64.view(), lam};
@@ -195,12 +178,8 @@ inline Totals run_penalty(const KernelTable& table, const double* mu, const doub
     Totals totals;
     totals.stats.assign(static_cast<std::size_t>(3 * m), 0.0);
 
-    int threads = 1;
-#ifdef _OPENMP
-    threads = n_threads > 0 ? n_threads : omp_get_max_threads();
-#else
-    (void)n_threads;
-#endif
+    // Without OpenMP, default_threads() is 1 and n_threads is ignored.
+    int threads = has_openmp() && n_threads > 0 ? n_threads : default_threads();
     threads = static_cast<int>(std::min<std::int64_t>(threads, n_blocks));
 
     if (threads <= 1) {
