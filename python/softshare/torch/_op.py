@@ -167,9 +167,9 @@ def _differentiable_backward(
 _penalty_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _check_dtypes_and_devices(ws: list[Tensor], mu: Tensor, log_var: Tensor, logit: Tensor) -> None:
+def _check_dtypes_and_devices(ws: list[Any], mu: Any, log_var: Any, logit: Any) -> None:
     """Real floating-point tensors, all on one device (TypeError / ValueError otherwise)."""
-    named = [
+    named: list[tuple[str, Any]] = [
         *((f"weights[{k}]", w) for k, w in enumerate(ws)),
         *zip(("mu", "log_var", "logit"), (mu, log_var, logit)),
     ]

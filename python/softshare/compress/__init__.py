@@ -1,0 +1,46 @@
+"""The compression recipe built on soft weight-sharing (Ullrich, Meeds & Welling 2017).
+
+Framework-free (NumPy): initialise a mixture over trained weights, hyper-priors
+on it, the closed-form EM update, merging of coinciding components and pruning
+of dead ones, quantization of every weight to its component's mean, and the
+storage cost in the sparse format of Han, Mao & Dally (2016) with real Huffman
+code lengths, with an export/load pair that reconstructs the quantized weights
+exactly. :mod:`softshare.demo` runs the whole recipe with PyTorch.
+"""
+
+from __future__ import annotations
+
+from .._hyperprior import HyperPrior
+from ._em import em_step, log_likelihood
+from ._export import export_indices, export_quantized, load_quantized, save_quantized
+from ._init import init_mixture
+from ._merge import MergeReport, merge_components, symmetric_kl
+from ._quantize import assign, quantize
+from ._storage import (
+    CompressionReport,
+    LayerCost,
+    compression_report,
+    huffman_code_lengths,
+    sparse_entries,
+)
+
+__all__ = [
+    "CompressionReport",
+    "HyperPrior",
+    "LayerCost",
+    "MergeReport",
+    "assign",
+    "compression_report",
+    "em_step",
+    "export_indices",
+    "export_quantized",
+    "huffman_code_lengths",
+    "init_mixture",
+    "load_quantized",
+    "log_likelihood",
+    "merge_components",
+    "quantize",
+    "save_quantized",
+    "sparse_entries",
+    "symmetric_kl",
+]

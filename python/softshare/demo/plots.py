@@ -1,0 +1,73 @@
+"""The demo's figures: weight histogram with the mixture density, weight movement, mixture history."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import compress
+from ..reference import log_terms
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .._mixture import Mixture
+
+
+def _figures(
+    kind: str,
+    seed: int,
+    out: Path,
+    pretrained: list[Any],
+    retrained: list[Any],
+    mix: Mixture,
+    history: list[Any],
+) -> None:
+    """Write the three PNG figures of one run to ``out`` (nothing without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    w0 = np.concatenate([p.numpy().ravel() for p in pretrained])
+    w1 = np.concatenate([p.numpy().ravel() for p in retrained])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(w1, bins=200, density=True, alpha=0.6, log=True, label="retrained weights")
+    xs = np.linspace(w1.min(), w1.max(), 2000)
+    dens = np.sum(np.exp(log_terms(xs, mix)), axis=1)
+    ax.plot(xs, dens, "k-", lw=1, label="mixture density")
+    ax.set_ylim(bottom=1e-4)
+    ax.set_xlabel("weight")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / f"{kind}_seed{seed}_histogram.png", dpi=110)
+    plt.close(fig)
+
+    comp = compress.assign(w1, mix)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(w0, w1, c=comp, s=2, cmap="tab20")
+    lo, hi = float(w0.min()), float(w0.max())
+    for m_, s_ in zip(mix.mu, mix.sigma):
+        ax.axhspan(m_ - 2 * s_, m_ + 2 * s_, color="grey", alpha=0.15)
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("pretrained weight")
+    ax.set_ylabel("retrained weight")
+    fig.tight_layout()
+    fig.savefig(out / f"{kind}_seed{seed}_scatter.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    epochs = np.arange(len(history))
+    for j in range(len(history[0][0])):
+        mu_j = np.array([h[0][j] for h in history])
+        s_j = np.array([h[1][j] for h in history])
+        ax.plot(epochs, mu_j, lw=1)
+        ax.fill_between(epochs, mu_j - 2 * s_j, mu_j + 2 * s_j, alpha=0.1)
+    ax.set_xlabel("retraining epoch")
+    ax.set_ylabel("component mean ± 2 sigma")
+    fig.tight_layout()
+    fig.savefig(out / f"{kind}_seed{seed}_mixture.png", dpi=110)
+    plt.close(fig)

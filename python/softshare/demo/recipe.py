@@ -1,0 +1,130 @@
+"""The recipe on one network: its settings, its result, and its stages in order."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .plots import _figures
+from .stages import (
+    Setup,
+    finetune_quantized,
+    merge_and_quantize,
+    pretrain,
+    report_and_export,
+    retrain_with_prior,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .data import Data
+
+
+@dataclass
+class Config:
+    """Settings of the recipe; the defaults are the demo's."""
+
+    pretrain_epochs: int = 60
+    retrain_epochs: int = 400
+    finetune_epochs: int = 60
+    batch_size: int = 64
+    n_components: int = 17
+    tau: float = 2e-3  # lam = tau / n_train: the prior per training example
+    lr: float = 2e-3
+    lr_mu: float = 5e-4
+    lr_log_var: float = 1e-2
+    lr_logit: float = 3e-3
+    max_sigma_fraction: float = 0.05
+    pi_zero: float | None = 0.999  # None: the zero component's proportion is learnt
+    init_sigma: float = 2.0  # initial sigma of every component, in units of the weights' std
+    finetune_lr: float = 5e-4
+    finetune_lr_weights: float = 3e-4
+    spread: str = "range"
+
+
+@dataclass
+class RunResult:
+    """What the recipe achieved on one network: test errors, sparsity, compression."""
+
+    name: str
+    seed: int
+    error_before: float
+    error_after: float
+    error_retrained: float
+    nonzero_fraction: float
+    n_components: int
+    compression_ratio: float
+    compression_ratio_entropy: float
+    compression_ratio_fixed: float
+    merge: str
+    seconds: float
+    n_weights: int
+    table: str = field(repr=False, default="")
+
+
+def run_network(
+    kind: str, data: Data, cfg: Config, seed: int, out: Path, *, progress: bool, plots: bool
+) -> RunResult:
+    """Run the recipe on one network and write its export (and figures) to ``out``.
+
+    Parameters
+    ----------
+    kind : {"mlp", "cnn"}
+        The network (see :func:`~softshare.demo.make_model`).
+    data : Data
+        The data; every choice is taken on its validation split.
+    cfg : Config
+        The settings.
+    seed : int
+        Seeds torch's global RNG (the model's initialisation) and the batches.
+    out : Path
+        Folder for ``<kind>_seed<seed>.npz`` and the figures.
+    progress : bool
+        Draw progress bars on stderr.
+    plots : bool
+        Draw the figures (needs matplotlib; skipped without it).
+
+    Returns
+    -------
+    RunResult
+        Test errors before, after retraining and after quantization, and the
+        storage cost.
+    """
+    t_start = time.perf_counter()
+    s = Setup.build(kind, data, cfg, seed, progress=progress)
+    pretrained = pretrain(s)
+    retrained = retrain_with_prior(s, pretrained.weights)
+    quantized = merge_and_quantize(s, retrained)
+    finetuned = finetune_quantized(s, quantized)
+    report = report_and_export(s, finetuned, out / f"{kind}_seed{seed}.npz")
+    if plots:
+        _figures(
+            kind,
+            seed,
+            out,
+            pretrained.weights,
+            retrained.weights,
+            quantized.mixture,
+            retrained.history,
+        )
+    used = np.unique(np.concatenate([np.asarray(i).ravel() for i in finetuned.indices]))
+    return RunResult(
+        name=kind,
+        seed=seed,
+        error_before=pretrained.error,
+        error_after=finetuned.error,
+        error_retrained=retrained.error,
+        nonzero_fraction=report.nonzero_fraction,
+        n_components=len(used),
+        compression_ratio=report.ratio,
+        compression_ratio_entropy=32 * report.n_weights / report.bits_entropy,
+        compression_ratio_fixed=32 * report.n_weights / report.bits_fixed,
+        merge=str(quantized.merge),
+        seconds=time.perf_counter() - t_start,
+        n_weights=report.n_weights,
+        table=report.to_markdown(),
+    )
