@@ -82,3 +82,14 @@ def test_non_real_parameters() -> None:
 def test_bad_natural_parameters(pi: list[float], sigma: list[float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         softshare.Mixture.from_pi_sigma(pi, [0.0, 1.0], sigma)
+
+
+@pytest.mark.parametrize("log_var", [708.5, -708.5, 1400.0, -1e300])
+def test_log_var_beyond_float64_variances(log_var: float) -> None:
+    with pytest.raises(
+        ValueError, match=r"log_var\[1\] = .* is outside the range \[-708.0, 708.0\]"
+    ):
+        softshare.Mixture([0.0, 0.0], [0.0, log_var], [0.0, 0.0])
+    edge = softshare.Mixture([0.0], [np.sign(log_var) * 708.0], [0.0])
+    assert np.isfinite(edge.var).all()
+    assert np.isfinite(1.0 / edge.var).all()

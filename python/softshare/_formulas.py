@@ -55,7 +55,7 @@ def mixture_gradients(
 
 def grad_sigma(s0: Any, s2: Any, lam: Any, sigma: Any, var: Any) -> Any:
     """``d(lam Omega)/d sigma_j = lam (S0_j / sigma_j - S2_j / sigma_j**3)``."""
-    return lam * (s0 / sigma - s2 / (sigma * var))
+    return lam * ((s0 - s2 / var) / sigma)
 
 
 def overflow_error(value: object) -> ValueError:

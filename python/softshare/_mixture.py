@@ -9,7 +9,10 @@ import numpy as np
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["Mixture"]
+__all__ = ["MAX_ABS_LOG_VAR", "Mixture"]
+
+#: The largest |log_var| a mixture may have: exp(+-708) are normal float64 numbers.
+MAX_ABS_LOG_VAR = 708.0
 
 
 def _param(name: str, values: ArrayLike) -> NDArray[np.float64]:
@@ -79,7 +82,8 @@ class Mixture:
         If a parameter is not real-valued.
     ValueError
         If a parameter is not 1-D or not finite, the three lengths differ,
-        or ``M == 0``.
+        ``M == 0``, or some ``|log_var|`` exceeds 708 (beyond it sigma^2 or
+        its inverse is not a normal float64 number).
 
     Notes
     -----
@@ -101,6 +105,15 @@ class Mixture:
         log_var_a = _param("log_var", log_var)
         logit_a = _param("logit", logit)
         check_component_shapes(mu_a.shape, log_var_a.shape, logit_a.shape)
+        bad = np.flatnonzero(np.abs(log_var_a) > MAX_ABS_LOG_VAR)
+        if bad.size:
+            i = int(bad[0])
+            msg = (
+                f"log_var[{i}] = {log_var_a[i]} is outside the range [-{MAX_ABS_LOG_VAR}, "
+                f"{MAX_ABS_LOG_VAR}]: sigma^2 = exp(log_var) and its inverse must be normal "
+                "float64 numbers"
+            )
+            raise ValueError(msg)
         self._mu = mu_a
         self._log_var = log_var_a
         self._logit = logit_a
@@ -163,7 +176,9 @@ class Mixture:
     def log_pi(self) -> NDArray[np.float64]:
         """Log mixing proportions ``logit - logsumexp(logit)``."""
         top = np.max(self._logit)
-        return _readonly(self._logit - (top + np.log(np.sum(np.exp(self._logit - top)))))
+        with np.errstate(over="ignore"):  # logits ~1e308 apart: the far one's pi is 0
+            shifted = self._logit - top
+        return _readonly(shifted - np.log(np.sum(np.exp(shifted))))
 
     @property
     def pi(self) -> NDArray[np.float64]:

@@ -67,19 +67,31 @@ def build_result(
     lam: float,
 ) -> PenaltyResult:
     """Turn the fused pass's sums into a :class:`PenaltyResult` (``docs/math.md``)."""
+    if lam == 0.0:
+        # No penalty: value and every gradient are exactly 0, whatever the sums
+        # (0 times an infinite sum would otherwise be NaN).
+        grads = [np.zeros_like(g) for g in grads]
+        sum_l = 0.0
+        stats_for_grads = np.zeros_like(stats)
+    else:
+        stats_for_grads = stats
     value = -lam * float(sum_l)
     if not math.isfinite(value):
         raise overflow_error(value)
-    s0, s1, s2 = stats
+    s0, s1, s2 = stats_for_grads
     var = mixture.var
-    grad_mu, grad_log_var, grad_logit = mixture_gradients(
-        s0, s1, s2, weights.n, lam, var, mixture.pi
-    )
+    # A gradient beyond float64's range is +-inf, its correctly rounded value
+    # (var is a normal number, so nothing here divides by zero or makes NaN).
+    with np.errstate(over="ignore"):
+        grad_mu, grad_log_var, grad_logit = mixture_gradients(
+            s0, s1, s2, weights.n, lam, var, mixture.pi
+        )
+        g_sigma = grad_sigma(s0, s2, lam, mixture.sigma, var)
     return PenaltyResult(
         value=value + 0.0,  # never -0.0
         grad_w=weights.unflatten(grads),
         grad_mu=grad_mu,
-        grad_sigma=grad_sigma(s0, s2, lam, mixture.sigma, var),
+        grad_sigma=g_sigma,
         grad_log_var=grad_log_var,
         grad_logit=grad_logit,
         stats=stats,

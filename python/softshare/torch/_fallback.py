@@ -65,12 +65,18 @@ def forward_torch(
             big_l = torch.logsumexp(terms, dim=1)
             gamma = torch.exp(terms - big_l[:, None])
             gd = gamma * d
-            grad[i0 : i0 + _CHUNK] = (lam * (gd * inv_var).sum(dim=1)).to(w.dtype)
+            # lam applied in the accumulation dtype: lam beyond float32's range times a
+            # zero gradient is 0, not inf * 0
+            grad[i0 : i0 + _CHUNK] = (lam * (gd * inv_var).sum(dim=1).to(acc_dtype)).to(w.dtype)
             sum_l += big_l.to(acc_dtype).sum()
             s0 += gamma.to(acc_dtype).sum(dim=0)
             s1 += gd.to(acc_dtype).sum(dim=0)
             s2 += (gd * d).to(acc_dtype).sum(dim=0)
         grads.append(grad.reshape(w.shape))
+    if lam == 0.0:  # no penalty: exactly 0 everywhere (0 times an infinite sum is NaN)
+        zero = torch.zeros_like(mu_acc)
+        zeros = [torch.zeros_like(g) for g in grads]
+        return sum_l * 0.0, zeros, zero.to(mu.dtype), zero.to(log_var.dtype), zero.to(logit.dtype)
     value = -lam * sum_l
     if not bool(torch.isfinite(value)):
         raise overflow_error(value.item())
