@@ -29,14 +29,16 @@ except ImportError as _err:  # pragma: no cover - only without a build
 from . import reference
 from ._mixture import Mixture
 from ._penalty import penalty
-from ._result import PenaltyResult
+from ._result import PenaltyResult, PenaltyTotals, from_partial_sums
 from ._runtime import _select_simd_from_env, has_openmp, simd_target, simd_targets
 from ._version import __version__
 
 __all__ = [
     "Mixture",
     "PenaltyResult",
+    "PenaltyTotals",
     "__version__",
+    "from_partial_sums",
     "has_openmp",
     "penalty",
     "reference",

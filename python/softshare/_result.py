@@ -11,12 +11,12 @@ import numpy as np
 from ._formulas import grad_sigma, mixture_gradients, overflow_error
 
 if TYPE_CHECKING:
-    from numpy.typing import NDArray
+    from numpy.typing import ArrayLike, NDArray
 
     from ._inputs import Weights
     from ._mixture import Mixture
 
-__all__ = ["PenaltyResult"]
+__all__ = ["PenaltyResult", "PenaltyTotals", "from_partial_sums"]
 
 #: One array, or a list of arrays in the order of the caller's weights.
 ArrayOrList = Union["NDArray[np.floating]", "list[NDArray[np.floating]]"]
@@ -43,6 +43,8 @@ class PenaltyResult:
     gamma : ndarray, list of ndarray, or None
         Responsibilities, shape ``(n_i, M)`` per array in the weights' dtype,
         when asked for with ``responsibilities=True``.
+    sum_log_density : float
+        ``sum_i L_i = -Omega``: the weights' log-likelihood under the mixture.
     """
 
     value: float
@@ -54,6 +56,109 @@ class PenaltyResult:
     stats: NDArray[np.float64]
     n: int
     gamma: ArrayOrList | None = None
+    sum_log_density: float = math.nan
+
+    @property
+    def partial_sums(self) -> NDArray[np.float64]:
+        """This call's sums as one float64 vector ``[sum L, n, S0, S1, S2]``, length 3M + 2.
+
+        The vectors of calls over disjoint pieces of the weights add up to the
+        vector of one call over all of them; :func:`softshare.from_partial_sums`
+        turns a (summed) vector into the value and every mixture gradient. The
+        weight gradient needs no reduction: each piece's ``grad_w`` is final.
+        """
+        return np.concatenate([[self.sum_log_density, float(self.n)], self.stats.reshape(-1)])
+
+
+@dataclass(frozen=True)
+class PenaltyTotals:
+    """The penalty's value and mixture gradients from its sums alone (no ``grad_w``).
+
+    Attributes are those of :class:`PenaltyResult` with the same names.
+    """
+
+    value: float
+    grad_mu: NDArray[np.float64]
+    grad_sigma: NDArray[np.float64]
+    grad_log_var: NDArray[np.float64]
+    grad_logit: NDArray[np.float64]
+    stats: NDArray[np.float64]
+    n: int
+    sum_log_density: float
+
+
+def from_partial_sums(partials: ArrayLike, mixture: Mixture, lam: float = 1.0) -> PenaltyTotals:
+    """The value and every mixture gradient from a (summed) partial-sum vector.
+
+    Parameters
+    ----------
+    partials : array_like, shape (3M + 2,)
+        ``[sum L, n, S0 (M), S1 (M), S2 (M)]``: one call's
+        :attr:`PenaltyResult.partial_sums`, or the sum of such vectors over
+        pieces of the weights (computed by any engine: MPI, Dask, Ray, ...).
+    mixture : Mixture
+        The mixture every piece was computed with.
+    lam : float, default 1.0
+        Penalty strength, finite and >= 0.
+
+    Returns
+    -------
+    PenaltyTotals
+        As one call over all the weights gives it (to float64 rounding).
+
+    Raises
+    ------
+    ValueError
+        If the vector's length is not 3M + 2, it is not finite, ``n`` is not a
+        non-negative whole number, or the value overflows.
+
+    Examples
+    --------
+    >>> import numpy as np, softshare
+    >>> mix = softshare.Mixture([0.0, 0.3], [-4.0, -4.0], [0.0, 0.0])
+    >>> pieces = np.array_split(np.linspace(-0.5, 0.5, 1001), 3)
+    >>> total = sum(softshare.penalty(p, mix, 0.1).partial_sums for p in pieces)
+    >>> once = softshare.penalty(np.concatenate(pieces), mix, 0.1)
+    >>> bool(np.isclose(softshare.from_partial_sums(total, mix, 0.1).value, once.value))
+    True
+    """
+    from ._inputs import as_lam, as_mixture
+
+    mix = as_mixture(mixture)
+    lam_f = as_lam(lam)
+    vec = np.asarray(partials, dtype=np.float64)
+    m = mix.n_components
+    if vec.shape != (3 * m + 2,):
+        msg = f"partials must have shape (3M + 2,) = ({3 * m + 2},) for M = {m}, got {vec.shape}"
+        raise ValueError(msg)
+    n = float(vec[1])
+    if not (np.all(np.isfinite(vec[1:])) and n >= 0 and n == math.floor(n)):
+        msg = "partials must be finite, with n = partials[1] a whole number >= 0"
+        raise ValueError(msg)
+    return _totals(float(vec[0]), vec[2:].reshape(3, m), int(n), mix, lam_f)
+
+
+def _totals(
+    sum_l: float, stats: NDArray[np.float64], n: int, mixture: Mixture, lam: float
+) -> PenaltyTotals:
+    """Value and mixture gradients from sum L, S0/S1/S2 and n (``docs/math.md``)."""
+    if lam == 0.0:
+        # No penalty: value and every gradient exactly 0, whatever the sums
+        # (0 times an infinite sum would otherwise be NaN).
+        zero = np.zeros(mixture.n_components)
+        return PenaltyTotals(0.0, zero, zero, zero, zero, stats, n, sum_l)
+    value = -lam * sum_l
+    if not math.isfinite(value):
+        raise overflow_error(value)
+    s0, s1, s2 = stats
+    var = mixture.var
+    # A gradient beyond float64's range is +-inf, its correctly rounded value
+    # (var is a normal number, so nothing here divides by zero or makes NaN).
+    with np.errstate(over="ignore"):
+        grad_mu, grad_log_var, grad_logit = mixture_gradients(s0, s1, s2, n, lam, var, mixture.pi)
+        g_sigma = grad_sigma(s0, s2, lam, mixture.sigma, var)
+    value += 0.0  # never -0.0
+    return PenaltyTotals(value, grad_mu, g_sigma, grad_log_var, grad_logit, stats, n, sum_l)
 
 
 def build_result(
@@ -67,34 +172,18 @@ def build_result(
     lam: float,
 ) -> PenaltyResult:
     """Turn the fused pass's sums into a :class:`PenaltyResult` (``docs/math.md``)."""
+    totals = _totals(float(sum_l), stats, weights.n, mixture, lam)
     if lam == 0.0:
-        # No penalty: value and every gradient are exactly 0, whatever the sums
-        # (0 times an infinite sum would otherwise be NaN).
         grads = [np.zeros_like(g) for g in grads]
-        sum_l = 0.0
-        stats_for_grads = np.zeros_like(stats)
-    else:
-        stats_for_grads = stats
-    value = -lam * float(sum_l)
-    if not math.isfinite(value):
-        raise overflow_error(value)
-    s0, s1, s2 = stats_for_grads
-    var = mixture.var
-    # A gradient beyond float64's range is +-inf, its correctly rounded value
-    # (var is a normal number, so nothing here divides by zero or makes NaN).
-    with np.errstate(over="ignore"):
-        grad_mu, grad_log_var, grad_logit = mixture_gradients(
-            s0, s1, s2, weights.n, lam, var, mixture.pi
-        )
-        g_sigma = grad_sigma(s0, s2, lam, mixture.sigma, var)
     return PenaltyResult(
-        value=value + 0.0,  # never -0.0
+        value=totals.value,
         grad_w=weights.unflatten(grads),
-        grad_mu=grad_mu,
-        grad_sigma=g_sigma,
-        grad_log_var=grad_log_var,
-        grad_logit=grad_logit,
+        grad_mu=totals.grad_mu,
+        grad_sigma=totals.grad_sigma,
+        grad_log_var=totals.grad_log_var,
+        grad_logit=totals.grad_logit,
         stats=stats,
         n=weights.n,
         gamma=None if gammas is None else weights.unflatten_gamma(gammas),
+        sum_log_density=float(sum_l),
     )
