@@ -7,11 +7,13 @@ from typing import Any, Callable, Union
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from .._inputs import as_lam
 from .._mixture import Mixture, check_component_shapes
 from .._penalty import penalty as _native_penalty
+from ._distributed import is_sharded, local_pieces, reduced_penalty, sharded_locals
 from ._fallback import check_finite, differentiable_value, forward_torch
 
 __all__ = ["BACKENDS", "TensorOrTensors", "penalty"]
@@ -42,8 +44,10 @@ def _forward_native(
     weights: Sequence[Tensor], mu: Tensor, log_var: Tensor, logit: Tensor, lam: float
 ) -> tuple[float, list[Tensor], Tensor, Tensor, Tensor]:
     """The fused native pass on CPU tensors (no copy of contiguous float32/float64 weights)."""
-    mix = Mixture(*(p.detach().to(torch.float64).numpy() for p in (mu, log_var, logit)))
-    r = _native_penalty([w.detach().numpy() for w in weights], mix, lam)
+    # NumPy views through DLPack, not Tensor.numpy(): that would mark the storage
+    # non-resizable for good, and FSDP2 frees unsharded parameters by resizing theirs
+    mix = Mixture(*(np.from_dlpack(p.detach().to(torch.float64)) for p in (mu, log_var, logit)))
+    r = _native_penalty([np.from_dlpack(w.detach()) for w in weights], mix, lam)
     grad_w = r.grad_w if isinstance(r.grad_w, list) else [r.grad_w]
     grads = [torch.from_numpy(np.asarray(g)) for g in grad_w]
     return (
@@ -195,6 +199,8 @@ def penalty(
     lam: float = 1.0,
     *,
     backend: str = "auto",
+    split_work: bool = False,
+    process_group: Any = None,
 ) -> Tensor:
     """Soft weight-sharing penalty ``lam * Omega(w)`` as a differentiable tensor.
 
@@ -212,11 +218,29 @@ def penalty(
         "native" runs the fused C++ kernel (CPU tensors, float32/float64
         weights, no copies); "torch" the chunked pure-torch implementation on
         the tensors' device; "auto" the native kernel where it applies.
+    split_work : bool, default False
+        For weights replicated on every rank (DDP): each rank computes only
+        its 1/W of the flattened weights, one all-reduce gives every rank the
+        global value and mixture gradients, and the local weight gradients
+        are scaled by W so that DDP's gradient averaging yields exactly the
+        single-process gradient. Needs an initialised process group.
+    process_group : ProcessGroup, optional
+        The group for ``split_work`` (default: the world).
 
     Returns
     -------
     Tensor
-        0-d tensor ``lam * Omega``, in the promoted dtype of the inputs.
+        0-d tensor ``lam * Omega``, in the promoted dtype of the inputs. With
+        sharded weights (DTensors, as FSDP2's ``fully_shard`` makes them) or
+        ``split_work``, the global penalty, the same on every rank.
+
+    Notes
+    -----
+    Sharded weights need nothing from the caller: each rank computes on its
+    local shards, the value and mixture gradients are all-reduced over the
+    DTensors' process group, and the weight gradients keep the weights'
+    sharding. Mixture parameters may be plain tensors or DTensors (their
+    whole value is used).
 
     Raises
     ------
@@ -236,5 +260,19 @@ def penalty(
     check_component_shapes(
         tuple(mu.shape), tuple(log_var.shape), tuple(logit.shape), kind="tensors"
     )
-    value: Tensor = torch.ops.softshare.penalty(ws, mu, log_var, logit, as_lam(lam), backend)[0]
+    lam_f = as_lam(lam)
+    if ws and any(is_sharded(w) for w in ws):
+        if split_work or process_group is not None:
+            msg = "split_work and process_group are for replicated weights; these are sharded"
+            raise ValueError(msg)
+        local, group = sharded_locals(ws)
+        return reduced_penalty(local, mu, log_var, logit, lam_f, backend, group)
+    if split_work:
+        group = process_group if process_group is not None else dist.group.WORLD
+        pieces, world = local_pieces(ws, group)
+        return reduced_penalty(pieces, mu, log_var, logit, lam_f, backend, group, world)
+    if process_group is not None:
+        msg = "process_group is used with split_work=True only"
+        raise ValueError(msg)
+    value: Tensor = torch.ops.softshare.penalty(ws, mu, log_var, logit, lam_f, backend)[0]
     return value

@@ -39,6 +39,12 @@ class MixturePrior(nn.Module):
     hyperprior : softshare.compress.HyperPrior, optional
         Gamma priors on the precisions and a Beta prior on pi_zero, added to
         the penalty (times ``lam``'s scale: see ``forward``).
+    split_work : bool, default False
+        Under DDP (weights replicated on every rank): each rank computes 1/W of
+        the penalty; see :func:`softshare.torch.penalty`. Sharded weights
+        (FSDP2) need no option: they are detected.
+    process_group : ProcessGroup, optional
+        The group for ``split_work`` (default: the world).
 
     Examples
     --------
@@ -56,10 +62,12 @@ class MixturePrior(nn.Module):
         zero_component: bool = False,
         pi_zero: float | None = None,
         hyperprior: HyperPrior | None = None,
+        split_work: bool = False,
+        process_group: Any = None,
     ) -> None:
         super().__init__()
         tensors = [self._as_tensor(x) for x in (mu, log_var, logit)]
-        Mixture(*(t.detach().to(torch.float64).cpu().numpy() for t in tensors))  # validates
+        Mixture(*(np.from_dlpack(t.detach().to("cpu", torch.float64)) for t in tensors))  # checks
         if pi_zero is not None and not 0.0 < pi_zero < 1.0:
             msg = f"pi_zero must be in (0, 1), got {pi_zero}"
             raise ValueError(msg)
@@ -72,6 +80,8 @@ class MixturePrior(nn.Module):
         self.zero_component = bool(zero_component)
         self.pi_zero = pi_zero
         self.hyperprior = hyperprior
+        self.split_work = bool(split_work)
+        self.process_group = process_group
 
     def effective(self) -> tuple[Tensor, Tensor, Tensor]:
         """``(mu, log_var, logit)`` as the penalty sees them (zero component applied)."""
@@ -134,7 +144,8 @@ class MixturePrior(nn.Module):
 
     def mixture(self) -> Mixture:
         """A float64 :class:`softshare.Mixture` snapshot of the effective parameters."""
-        return Mixture(*(p.detach().to(torch.float64).cpu().numpy() for p in self.effective()))
+        arrays = (np.from_dlpack(p.detach().to("cpu", torch.float64)) for p in self.effective())
+        return Mixture(*arrays)
 
     def penalized_parameters(self, model_or_params: nn.Module | TensorOrTensors) -> list[Tensor]:
         """The tensors the prior applies to: a module's parameters except the prior's own."""
@@ -158,7 +169,15 @@ class MixturePrior(nn.Module):
         (default: ``lam``, i.e. the hyper-priors weigh like one weight's prior).
         """
         mu, log_var, logit = self.effective()
-        value = penalty(self.penalized_parameters(model_or_params), mu, log_var, logit, lam)
+        value = penalty(
+            self.penalized_parameters(model_or_params),
+            mu,
+            log_var,
+            logit,
+            lam,
+            split_work=self.split_work,
+            process_group=self.process_group,
+        )
         if self.hyperprior is not None:
             value = value + (lam if hyper_lam is None else hyper_lam) * self.hyperprior_penalty()
         return value
