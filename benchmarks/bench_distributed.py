@@ -71,6 +71,7 @@ def _worker(rank: int, world: int, port: int, n: int, out: dict[tuple[int, int],
     t_reduce = _median(lambda: dist.all_reduce(vec))
     if rank == 0:
         out[(n, world)] = (t_step, t_reduce)
+    dist.barrier()  # no rank closes its connections while another still uses them
     dist.destroy_process_group()
 
 

@@ -1,14 +1,17 @@
 // softshare._core: the thin pybind11 layer over the Python-free kernel.
 //
 // Inputs are checked and outputs allocated with the GIL held; the fused pass
-// itself runs with the GIL released. The public, friendlier checks (dtypes,
-// shapes, finiteness, n_threads) live in python/softshare; the checks here
-// only guard the raw-pointer contract.
+// itself runs with the GIL released, and its exceptions become Python's here:
+// std::bad_alloc a MemoryError, std::domain_error and std::invalid_argument a
+// ValueError. The public, friendlier checks (dtypes, shapes, finiteness,
+// n_threads) live in python/softshare; the checks here only guard the
+// raw-pointer contract.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -68,10 +71,19 @@ py::tuple penalty(const std::vector<py::array>& weights, const Params& mu, const
 
     const sk::KernelTable table = sk::active_table();
     sk::Totals totals;
-    {
+    try {
         py::gil_scoped_release release;
         totals = sk::run_penalty(table, mu.data(), log_var.data(), logit.data(), m, lam, segments,
                                  n_threads);
+    } catch (const std::bad_alloc&) {
+        // The GIL is held again (release's destructor): a MemoryError that says what.
+        const std::string msg =
+            "softshare.penalty: not enough memory for the kernel's working buffers (M = " +
+            std::to_string(m) + " components, up to " + std::to_string(n_threads) +
+            " threads; about 1 to 1.5 KB per component and thread): fewer threads (n_threads) "
+            "or fewer components need less";
+        PyErr_SetString(PyExc_MemoryError, msg.c_str());
+        throw py::error_already_set();
     }
     py::array_t<double> stats({static_cast<py::ssize_t>(3), static_cast<py::ssize_t>(m)});
     std::copy(totals.stats.begin(), totals.stats.end(), stats.mutable_data());
@@ -103,6 +115,8 @@ py::array vmath(const std::string& fn, const py::array& x, const std::string& ta
 
 PYBIND11_MODULE(_core, mod) {
     mod.doc() = "softshare's compiled kernel (private: use the softshare package).";
+    // Processes forked from here on run the pass on one thread (runtime.hpp).
+    sk::install_fork_guard();
     mod.def("penalty", &penalty, py::arg("weights"), py::arg("mu"), py::arg("log_var"),
             py::arg("logit"), py::arg("lam"), py::arg("n_threads"), py::arg("responsibilities"),
             "Fused pass: returns (sum_L, check, stats (3, M), grads, gammas or None).");

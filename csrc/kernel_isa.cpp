@@ -47,7 +47,9 @@ KernelTable table() {
             &exp2_array<float>,
             &exp2_array<double>,
             &log_array<float>,
-            &log_array<double>};
+            &log_array<double>,
+            Simd<float>::kLanes,
+            Simd<double>::kLanes};
 }
 
 }  // namespace SOFTSHARE_ISA_NS

@@ -8,6 +8,7 @@ fails the spawning test with that rank's traceback.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import torch
@@ -27,6 +28,20 @@ def _init(rank: int, world: int, port: int) -> Any:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     return init_device_mesh("cpu", (world,))
+
+
+def _finish() -> None:
+    """Leave the group together, then exit without the interpreter's teardown.
+
+    gloo's threads can abort the process ("terminate called without an active
+    exception") when they are torn down during interpreter shutdown; the
+    worker's work is done and checked by then, so skip that teardown.
+    """
+    dist.barrier()  # no rank closes its connections while another still uses them
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _tol(dtype: torch.dtype) -> dict[str, float]:
@@ -76,7 +91,7 @@ def sharded_matches_single(rank: int, world: int, port: int) -> None:
             torch.testing.assert_close(s.grad.full_tensor(), want, **_tol(dtype))
     if world == 3:
         assert shards[2].to_local().numel() == 0 or rank == 0  # some rank holds nothing
-    dist.destroy_process_group()
+    _finish()
 
 
 def split_work_matches_single(rank: int, world: int, port: int) -> None:
@@ -97,7 +112,7 @@ def split_work_matches_single(rank: int, world: int, port: int) -> None:
             averaged = torch.zeros_like(w) if w.grad is None else w.grad.clone()
             dist.all_reduce(averaged)  # what DDP does, then / W
             torch.testing.assert_close(averaged / world, want, **_tol(dtype))
-    dist.destroy_process_group()
+    _finish()
 
 
 def _mlp() -> torch.nn.Module:
@@ -183,4 +198,4 @@ def training_matches_single(rank: int, world: int, port: int, mode: str) -> None
         assert torch.equal(a, b), "two runs at the same world size differ"
     for got, want in zip(runs[0], single):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
-    dist.destroy_process_group()
+    _finish()

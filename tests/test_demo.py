@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import subprocess
 import sys
@@ -62,49 +61,45 @@ def test_demo_quick_runs_and_writes_results(tmp_path: Path) -> None:
         assert error == pytest.approx(m["error_after"], abs=1.01 / len(y_test))
 
 
-def test_cli_usage() -> None:
-    from softshare.__main__ import main
-
-    assert main([]) == 2
-    assert main(["--help"]) == 0
-    assert main(["train"]) == 2
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(s).to_bytes(4, "big") for s in array.shape
-    )
-    data = header + array.astype(np.uint8).tobytes()
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
-
-
-def test_mnist_loaders_on_small_synthetic_files(tmp_path: Path) -> None:
+def _tiny_mnist(n: int = 24) -> demo.Data:
     rng = np.random.default_rng(0)
-    x_train = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)
-    y_train = rng.integers(0, 10, 50, dtype=np.uint8)
-    x_test = rng.integers(0, 256, (20, 28, 28), dtype=np.uint8)
-    y_test = rng.integers(0, 10, 20, dtype=np.uint8)
-    npz = tmp_path / "mnist.npz"
-    np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    idx = tmp_path / "idx"
-    idx.mkdir()
-    _write_idx(idx / "train-images-idx3-ubyte.gz", x_train)
-    _write_idx(idx / "train-labels-idx1-ubyte.gz", y_train)
-    _write_idx(idx / "t10k-images-idx3-ubyte", x_test)
-    _write_idx(idx / "t10k-labels-idx1-ubyte", y_test)
-    for source in (npz, idx):
-        loaded = demo.load_mnist(source)
-        for got, want in zip(loaded, (x_train, y_train, x_test, y_test)):
-            np.testing.assert_array_equal(got, want)
-        data = demo.load_data(str(source), seed=0)
-        assert data.side == 28
-        assert data.x_train.shape[1:] == (28, 28)
-        assert len(data.y_train) + len(data.y_val) == 50
-        assert len(data.y_test) == 20
-        assert float(data.x_train.max()) <= 1.0
-    with pytest.raises(FileNotFoundError, match="IDX"):
-        demo.load_mnist(tmp_path / "idx_missing")
+    x = rng.random((n, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    return demo.Data(x[:16], y[:16], x[16:20], y[16:20], x[20:], y[20:], 28, "mnist")
+
+
+def test_zero_pretraining_epochs_keep_the_initial_weights(tmp_path: Path) -> None:
+    cfg = demo.Config(pretrain_epochs=0, retrain_epochs=1, finetune_epochs=0, batch_size=8)
+    result = demo.run_network("cnn", _tiny_mnist(), cfg, 0, tmp_path, progress=False, plots=False)
+    torch.manual_seed(0)  # the initial model run_network starts from
+    model = demo.make_model("cnn", 28)
+    x_test, y_test = _tiny_mnist().x_test, _tiny_mnist().y_test
+    with torch.no_grad():
+        pred = model(torch.from_numpy(x_test)).argmax(dim=1).numpy()
+    assert result.error_before == pytest.approx(float(np.mean(pred != y_test)))
+    assert compress.load_quantized(tmp_path / "cnn_seed0.npz").keys() == {
+        n.replace(".", "_") for n, _ in model.named_parameters()
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"pretrain_epochs": -1}, "pretrain_epochs must be an integer >= 0"),
+        ({"retrain_epochs": 0}, "retrain_epochs must be an integer >= 1"),
+        ({"finetune_epochs": 1.5}, "finetune_epochs must be an integer >= 0"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"tau": -1.0}, "tau must be finite and above 0"),
+        ({"tau": float("nan")}, "tau must be finite and above 0"),
+    ],
+)
+def test_run_network_checks_its_settings_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: dict[str, object], match: str
+) -> None:
+    def no_training(*_: object, **__: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(demo.recipe.Setup, "build", no_training)
+    cfg = demo.Config(**change)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=match):
+        demo.run_network("mlp", _tiny_mnist(), cfg, 0, tmp_path, progress=False, plots=False)

@@ -31,10 +31,9 @@ namespace softshare {
 namespace kernel {
 namespace SOFTSHARE_ISA_NS {
 
-// Vectors per tile: each component's terms for the kUnroll vectors are
-// kUnroll independent dependency chains, computed in lockstep, which keep the
-// FP pipes busy while one exp waits on its latency.
-constexpr int kUnroll = 4;
+// Tiles are kUnroll vectors (types.hpp): each component's terms for the
+// kUnroll vectors are kUnroll independent dependency chains, computed in
+// lockstep, which keep the FP pipes busy while one exp waits on its latency.
 
 template <class T>
 void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamma, std::int64_t n,
@@ -44,7 +43,7 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
     constexpr int U = kUnroll;
     constexpr int TL = U * L;  // weights per tile
     static_assert(kBlockSize % TL == 0, "blocks hold whole tiles");
-    static_assert(TL <= kMaxTileLanes, "scratch sized for kMaxTileLanes");
+    static_assert(TL <= kMaxTileLanes, "tiles hold at most kMaxTileLanes weights");
     const std::int64_t m = comp.m;
     const T* mu = comp.mu;
     const T* r = comp.r;
@@ -115,14 +114,12 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
 
         // L = max + log(sum); masked lanes contribute nothing anywhere.
         V inv_s[U];
-        V big_l = V{}, bad = V{};
+        V big_l = V{};
         for (int u = 0; u < U; ++u) {
             inv_s[u] = valid[u] / s[u];
             big_l += valid[u] * (mx[u] * T(0.6931471805599453) + log_ge1<T>(s[u]));
-            bad += valid[u] * (wt[u] - wt[u]);  // NaN iff some w is NaN/inf
         }
         add_to_f64(lsum, big_l);
-        add_to_f64(check, bad);
 
         // Pass 3: responsibilities, grad_w and the component sums in units of z
         // (w - mu = z / r: S1 and S2 are rescaled once per block), the U vectors
@@ -146,11 +143,21 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
             sub2[j] += s2;
         }
 
+        // grad_w, and the check: NaN iff some grad_w of the tile is NaN or inf,
+        // which a NaN or infinite weight always makes it. Unmasked: a padded
+        // lane copies the tile's first weight and is not finite only if that
+        // weight's lane is not (and valid[] stays out of pass 3's registers).
+        V bad = V{};
+        for (int u = 0; u < U; ++u) {
+            g[u] *= lam;
+            bad += g[u] - g[u];
+        }
+        add_to_f64(check, bad);
         if (cnt == TL) {
-            for (int u = 0; u < U; ++u) store(grad_w + i0 + u * L, g[u] * lam);
+            for (int u = 0; u < U; ++u) store(grad_w + i0 + u * L, g[u]);
         } else {
             alignas(64) T gpad[TL];
-            for (int u = 0; u < U; ++u) store(gpad + u * L, g[u] * lam);
+            for (int u = 0; u < U; ++u) store(gpad + u * L, g[u]);
             for (std::int64_t t = 0; t < cnt; ++t) grad_w[i0 + t] = gpad[t];
         }
         if (gamma != nullptr) {

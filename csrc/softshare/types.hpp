@@ -16,8 +16,12 @@
 namespace softshare {
 namespace kernel {
 
-// The most weights one tile of any instruction set holds (kUnroll = 4 vectors of
-// 64 bytes of float32 = 64): scratch buffers are sized for it.
+// Vectors per tile of the block kernels (block-inl.hpp): each component's terms
+// for the kUnroll vectors are kUnroll independent dependency chains. Scratch is
+// sized from it and from the vector width of the instruction set in use.
+constexpr int kUnroll = 4;
+// The most weights one tile of any instruction set holds (kUnroll vectors of
+// 64 bytes of float32).
 constexpr int kMaxTileLanes = 64;
 // Weights per block. Blocks are the unit of parallel work and of the fixed-order
 // reduction, so this constant (never the thread count) decides the summation
@@ -41,8 +45,9 @@ struct ComponentsView {
     std::int64_t m;
 };
 
-// Per-thread scratch of one block, owned by the caller: buf M x kMaxTileLanes
-// (T), sub 3 x M x kMaxTileLanes (T), acc 3 x M x kMaxTileLanes (float64).
+// Per-thread scratch of one block, owned by the caller; with L the lanes of one
+// vector of T (KernelTable::lanes_f32 / lanes_f64): buf M x kUnroll x L (T),
+// sub 3 x M x L (T), acc 3 x M x L (float64).
 template <class T>
 struct Scratch {
     T* buf;
@@ -50,7 +55,14 @@ struct Scratch {
     double* acc;
 };
 
-// Length of one block's partial result: [sum L, check, S0 (M), S1 (M), S2 (M)].
+// Elements of each scratch buffer for M components and vectors of `lanes` lanes.
+constexpr std::int64_t scratch_buf_size(std::int64_t m, int lanes) { return m * kUnroll * lanes; }
+constexpr std::int64_t scratch_sub_size(std::int64_t m, int lanes) { return 3 * m * lanes; }
+constexpr std::int64_t scratch_acc_size(std::int64_t m, int lanes) { return 3 * m * lanes; }
+
+// Length of one block's partial result: [sum L, check, S0 (M), S1 (M), S2 (M)],
+// check NaN when some weight or some grad_w of the block is not finite (the
+// driver computes such a block again, by a path that makes no NaN).
 constexpr std::int64_t partial_size(std::int64_t m) { return 2 + 3 * m; }
 
 template <class T>
@@ -70,6 +82,8 @@ struct KernelTable {
     ArrayFn<double> exp2_f64;
     ArrayFn<float> log_f32;
     ArrayFn<double> log_f64;
+    int lanes_f32;  // lanes of one SIMD vector of float32 / float64: scratch sizes
+    int lanes_f64;
 };
 
 // The precision of one array of weights.

@@ -6,19 +6,30 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch ``softshare <command>``; the one command is ``demo``."""
+    """Dispatch ``softshare <command>``; the one command is ``demo``.
+
+    Returns the exit status: 0, 2 for a usage error (argparse exits with 2 for
+    a bad ``demo`` argument), 130 for an interrupted run.
+    """
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in {"-h", "--help"}:
-        print("usage: softshare demo [--quick] [--seeds K] [--data PATH] [--out DIR]")
+        usage = (
+            "usage: softshare demo [--quick] [--seeds K] [--data PATH] [--out DIR] (demo --help)"
+        )
+        print(usage, file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
     if args[0] != "demo":
         print(
             f"softshare: unknown command {args[0]!r} (the one command is 'demo')", file=sys.stderr
         )
         return 2
-    from .demo import main as demo_main
+    try:
+        from .demo import main as demo_main
 
-    return demo_main(args[1:])
+        return demo_main(args[1:])
+    except KeyboardInterrupt:  # before the demo's own handler is in place
+        print("\nsoftshare: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ def log_term_offset(log_pi: Any, log_var: Any) -> Any:
 
 def log_terms(d: Any, offset: Any, inv_var: Any) -> Any:
     """``l_ij = c_j - d_ij**2 / (2 sigma_j**2)`` from ``d_ij = w_i - mu_j`` (broadcasting)."""
-    return offset - 0.5 * d * d * inv_var
+    # (d sqrt(inv_var / 2))^2, not d*d first: d*d overflows for |d| > 1.3e154 even
+    # where sigma is as large and the term itself is small
+    return offset - (d * (0.5 * inv_var) ** 0.5) ** 2
 
 
 def mixture_gradients(

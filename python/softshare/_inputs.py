@@ -135,20 +135,32 @@ def cpu_count() -> int:
 
 
 def as_n_threads(n_threads: object, default: int) -> int:
-    """Resolve ``n_threads``: None -> ``default``, -1 -> all cores, k >= 1 -> k."""
+    """Resolve ``n_threads`` to the threads the kernel runs on.
+
+    None -> ``default`` (OpenMP's), -1 -> all cores, k >= 1 -> k; whatever the
+    choice, at most :func:`cpu_count` (more threads than cores never speed up
+    the compute-bound pass, and the result is bit-identical for every count).
+
+    Raises
+    ------
+    ValueError
+        If ``n_threads`` is not None, -1 or a positive int (bools included).
+    """
     if n_threads is None:
-        return max(1, default)
-    if isinstance(n_threads, (bool, np.bool_)):
-        msg = f"n_threads must be None, -1 or a positive int, got {n_threads!r}"
-        raise ValueError(msg)  # noqa: TRY004 (the API: ValueError for any bad n_threads)
-    try:
-        k = operator.index(n_threads)  # type: ignore[arg-type]
-    except TypeError:
-        msg = f"n_threads must be None, -1 or a positive int, got {n_threads!r}"
-        raise ValueError(msg) from None
-    if k == -1:
-        return cpu_count()
-    if k < 1:
-        msg = f"n_threads must be None, -1 or a positive int, got {k}"
-        raise ValueError(msg)
-    return k
+        k = default
+    else:
+        if isinstance(n_threads, (bool, np.bool_)):
+            raise _bad_n_threads(n_threads)  # the API: ValueError for any bad n_threads
+        try:
+            k = operator.index(n_threads)  # type: ignore[arg-type]
+        except TypeError:
+            raise _bad_n_threads(n_threads) from None
+        if k == -1:
+            return cpu_count()
+        if k < 1:
+            raise _bad_n_threads(n_threads)
+    return 1 if k <= 1 else min(k, cpu_count())
+
+
+def _bad_n_threads(n_threads: object) -> ValueError:
+    return ValueError(f"n_threads must be None, -1 or a positive int, got {n_threads!r}")

@@ -111,8 +111,12 @@ def penalty(
                 d = xc[:, None] - mix.mu[None, :]
                 log_t = _log_terms_of_d(d, mix)
                 top = np.max(log_t, axis=1, keepdims=True)
-                big_l = top[:, 0] + np.log(np.sum(np.exp(log_t - top), axis=1))
-                gamma = np.exp(log_t - big_l[:, None])
+                shifted = log_t - top
+                lse = np.log(np.sum(np.exp(shifted), axis=1))
+                big_l = top[:, 0] + lse
+                # gamma from the shifted terms: log_t - big_l would lose them to
+                # rounding where |l_ij| is huge (weights far out, all alike)
+                gamma = np.exp(shifted - lse[:, None])
                 sum_l += float(np.sum(big_l))
                 grad[i0 : i0 + _CHUNK] = lam_f * np.sum(gamma * d / mix.var, axis=1)
                 stats[0] += np.sum(gamma, axis=0)

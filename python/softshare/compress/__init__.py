@@ -15,6 +15,7 @@ from ._em import em_step, log_likelihood
 from ._export import export_indices, export_quantized, load_quantized, save_quantized
 from ._init import init_mixture
 from ._merge import MergeReport, merge_components, symmetric_kl
+from ._npzfile import read_npz
 from ._quantize import assign, quantize
 from ._storage import (
     CompressionReport,
@@ -40,6 +41,7 @@ __all__ = [
     "log_likelihood",
     "merge_components",
     "quantize",
+    "read_npz",
     "save_quantized",
     "sparse_entries",
     "symmetric_kl",

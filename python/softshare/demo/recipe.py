@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -66,6 +67,19 @@ class RunResult:
     table: str = field(repr=False, default="")
 
 
+def _check_config(cfg: Config) -> None:
+    """A ValueError naming the first setting the recipe cannot run with, before any training."""
+    lows = {"pretrain_epochs": 0, "retrain_epochs": 1, "finetune_epochs": 0, "batch_size": 1}
+    for name, low in lows.items():
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value < low:
+            msg = f"Config.{name} must be an integer >= {low}, got {value!r}"
+            raise ValueError(msg)
+    if not (math.isfinite(cfg.tau) and cfg.tau > 0):
+        msg = f"Config.tau must be finite and above 0, got {cfg.tau!r}"
+        raise ValueError(msg)
+
+
 def run_network(
     kind: str, data: Data, cfg: Config, seed: int, out: Path, *, progress: bool, plots: bool
 ) -> RunResult:
@@ -93,7 +107,14 @@ def run_network(
     RunResult
         Test errors before, after retraining and after quantization, and the
         storage cost.
+
+    Raises
+    ------
+    ValueError
+        Before any training, if an epoch count is negative (retraining needs
+        at least one), the batch size is below 1, or ``tau`` is not above 0.
     """
+    _check_config(cfg)
     t_start = time.perf_counter()
     s = Setup.build(kind, data, cfg, seed, progress=progress)
     pretrained = pretrain(s)

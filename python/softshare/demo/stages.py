@@ -91,7 +91,10 @@ class Finetuned:
 
 
 def pretrain(s: Setup) -> Trained:
-    """1. Train the network without the prior, keeping the best epoch on validation."""
+    """1. Train the network without the prior, keeping the best epoch on validation.
+
+    With ``pretrain_epochs=0`` the initial weights are kept.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -108,7 +111,8 @@ def pretrain(s: Setup) -> Trained:
         if err <= best[0]:
             best = (err, _snapshot(model))
         s.bar("pretrain", epoch, cfg.pretrain_epochs, f"val err {err:.3f}")
-    model.load_state_dict(best[1])
+    if best[1] is not None:  # no epochs: keep the initial weights
+        model.load_state_dict(best[1])
     return Trained([p.detach().clone() for p in model.parameters()], _error(model, s.x_te, s.y_te))
 
 

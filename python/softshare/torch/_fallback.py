@@ -19,6 +19,17 @@ __all__ = ["check_finite", "differentiable_value", "forward_torch"]
 _CHUNK = 1 << 16
 
 
+def _fits(dtype: torch.dtype, *tensors: Tensor) -> bool:
+    """Whether every nonzero finite entry lies within ``dtype``'s normal range."""
+    info = torch.finfo(dtype)
+    for t in tensors:
+        a = t.abs()
+        bad = (a > info.max) | ((a < info.tiny) & (a > 0))
+        if bool(bad[torch.isfinite(t)].any()):
+            return False
+    return True
+
+
 def check_finite(name: str, t: Tensor) -> None:
     """Raise ``ValueError`` naming the first non-finite entry of ``t`` and its index."""
     bad = ~torch.isfinite(t)
@@ -48,6 +59,8 @@ def forward_torch(
     mu_acc = mu.detach().to(acc_dtype)
     log_var_acc = log_var.detach().to(acc_dtype)
     log_pi = torch.log_softmax(logit.detach().to(acc_dtype), dim=0)
+    if work != acc_dtype and not _fits(work, mu_acc, torch.exp(-log_var_acc), log_pi):
+        work = acc_dtype  # a mixture float32 cannot hold: compute in float64 instead
     offset = log_term_offset(log_pi, log_var_acc).to(work)
     mu_w = mu_acc.to(work)
     inv_var = torch.exp(-log_var_acc).to(work)
@@ -63,7 +76,7 @@ def forward_torch(
             d = flat[i0 : i0 + _CHUNK].to(work)[:, None] - mu_w[None, :]
             terms = log_terms(d, offset, inv_var)
             big_l = torch.logsumexp(terms, dim=1)
-            gamma = torch.exp(terms - big_l[:, None])
+            gamma = torch.softmax(terms, dim=1)  # max subtracted first: exact for huge terms
             gd = gamma * d
             # lam applied in the accumulation dtype: lam beyond float32's range times a
             # zero gradient is 0, not inf * 0
@@ -74,9 +87,9 @@ def forward_torch(
             s2 += (gd * d).to(acc_dtype).sum(dim=0)
         grads.append(grad.reshape(w.shape))
     if lam == 0.0:  # no penalty: exactly 0 everywhere (0 times an infinite sum is NaN)
-        zero = torch.zeros_like(mu_acc)
         zeros = [torch.zeros_like(g) for g in grads]
-        return sum_l * 0.0, zeros, zero.to(mu.dtype), zero.to(log_var.dtype), zero.to(logit.dtype)
+        g_mu, g_lv, g_logit = (torch.zeros_like(p) for p in (mu, log_var, logit))
+        return torch.zeros_like(sum_l), zeros, g_mu, g_lv, g_logit
     value = -lam * sum_l
     if not bool(torch.isfinite(value)):
         raise overflow_error(value.item())

@@ -1,0 +1,208 @@
+"""``softshare demo`` on bad arguments and bad data: a one-line error and status 2, before any work.
+
+Every argument is checked as it is parsed and the data right after it is
+read, so none of these runs reaches the data (for bad arguments) or training
+(for bad data); an interrupted run exits with 130 and leaves no results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from softshare.__main__ import main
+from softshare.demo import cli
+from softshare.demo.recipe import RunResult
+
+
+@pytest.fixture
+def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the run reads data or trains."""
+
+    def fail(*_: object, **__: object) -> None:
+        raise AssertionError("the run went past its checks")
+
+    monkeypatch.setattr(cli, "load_data", fail)
+    monkeypatch.setattr(cli, "run_network", fail)
+
+
+def _mnist_npz(path: Path, **change: np.ndarray) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, 30, dtype=np.uint8),
+        "x_test": rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+        "y_test": rng.integers(0, 10, 10, dtype=np.uint8),
+    }
+    np.savez(path, **{**arrays, **change})
+    return path
+
+
+def _exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``softshare`` with ``argv``; it must exit with 2 and one error line. Returns stderr."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("softshare demo: error: ")
+    return err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
+        (["--seeds", "-1"], "argument --seeds: must be at least 1, got -1"),
+        (["--seeds", "two"], "argument --seeds: 'two' is not an integer"),
+        (["--retrain-epochs", "0"], "argument --retrain-epochs: must be at least 1, got 0"),
+        (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
+        (["--tau", "-1"], "argument --tau: must be a finite number above 0, got '-1'"),
+        (["--tau", "0"], "argument --tau: must be a finite number above 0, got '0'"),
+        (["--tau", "nan"], "argument --tau: must be a finite number above 0, got 'nan'"),
+        (["--tau", "inf"], "argument --tau: must be a finite number above 0, got 'inf'"),
+        (["--models"], "argument --models: expected at least one argument"),
+        (["--models", "mlp", "mlp"], "argument --models: a model is named twice"),
+        (["--models", "rnn"], "argument --models: invalid choice: 'rnn'"),
+    ],
+)
+@pytest.mark.usefixtures("no_work")
+def test_bad_arguments(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert message in _exits_2(["demo", *args], capsys)
+
+
+@pytest.mark.usefixtures("no_work")
+def test_bad_out_and_data_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out in (afile, afile / "sub"):
+        err = _exits_2(["demo", "--out", str(out)], capsys)
+        assert f"argument --out: {afile} is a file, not a folder" in err
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.json").mkdir()  # cannot be replaced
+    assert "argument --out:" in _exits_2(["demo", "--out", str(tmp_path / "out")], capsys)
+    err = _exits_2(["demo", "--data", str(tmp_path / "missing.npz")], capsys)
+    assert "missing.npz: no such file or folder" in err
+
+
+def test_arguments_are_checked_within_a_second(tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "softshare", "demo", "--seeds", "0", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "softshare demo: error: argument --seeds: must be at least 1, got 0"
+    )
+    assert time.perf_counter() - t0 < 10  # python and numpy start; no data, no torch
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"y_train": np.full(30, 10, np.uint8)}, "label 10 at position 0 is not a digit 0..9"),
+        ({"x_test": np.zeros((40, 14, 14), np.uint8)}, "x_test must have shape (n, 28, 28)"),
+        ({"y_test": np.zeros(9, np.uint8)}, "holds 10 images but"),
+    ],
+)
+def test_bad_data_stops_before_training(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    change: dict[str, np.ndarray],
+    message: str,
+) -> None:
+    pytest.importorskip("torch")
+    monkeypatch.setattr(cli, "run_network", lambda *_, **__: pytest.fail("training started"))
+    monkeypatch.setattr("torch.set_num_threads", lambda _: None)
+    data = _mnist_npz(tmp_path / "mnist.npz", **change)
+    assert message in _exits_2(["demo", "--data", str(data), "--out", str(tmp_path)], capsys)
+    npy = tmp_path / "mnist.npy"
+    np.save(npy, np.zeros(3))
+    err = _exits_2(["demo", "--data", str(npy), "--out", str(tmp_path)], capsys)
+    assert "not an .npz archive or a folder of IDX files" in err
+
+
+def _fake_result(
+    kind: str, _data: object, _cfg: object, seed: int, *_: object, **__: object
+) -> RunResult:
+    return RunResult(kind, seed, 0.1, 0.12, 0.11, 0.05, 7, 50.0, 60.0, 30.0, "merged", 1.0, 100)
+
+
+def test_a_run_replaces_results_json_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    monkeypatch.setattr("torch.set_num_threads", lambda _: None)
+    data = _mnist_npz(tmp_path / "mnist.npz")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text('{"old": true}')
+
+    def interrupted(*_: object, **__: object) -> None:
+        assert not (out / "results.json").exists()  # gone before any work
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_network", interrupted)
+    assert main(["demo", "--data", str(data), "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip() == f"softshare demo: interrupted; {out} holds no results.json"
+    assert not (out / "results.json").exists()
+
+    monkeypatch.setattr(cli, "run_network", _fake_result)
+    assert main(["demo", "--data", str(data), "--out", str(out), "--seeds", "2"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [(m["name"], m["seed"]) for m in results["models"]] == [
+        ("mlp", 0),
+        ("cnn", 0),
+        ("mlp", 1),
+        ("cnn", 1),
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["results.json"]  # no partial file left
+    assert "| mlp | 1 | 10.00 | 12.00 | +2.00 |" in capsys.readouterr().out
+
+
+def test_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: softshare demo" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+    assert "usage: softshare demo" in capsys.readouterr().out
+    assert main(["train"]) == 2
+    assert "unknown command 'train'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_during_training_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    (tmp_path / "results.json").write_text("{}")  # an earlier run's
+    code = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from softshare.__main__ import main; sys.exit(main())"
+    )
+    argv = [sys.executable, "-c", code, "demo", "--quick", "--out", str(tmp_path)]
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        assert proc.stderr is not None
+        seen = b""
+        while b"pretrain [" not in seen:  # the progress bar: training has started
+            seen += proc.stderr.read(1) or pytest.fail(f"no training: {seen!r}")
+        proc.send_signal(signal.SIGINT)
+        err = (seen + proc.stderr.read()).decode()
+        assert proc.wait(timeout=60) == 130
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == f"softshare demo: interrupted; {tmp_path} holds no results.json"
+    assert not (tmp_path / "results.json").exists()
