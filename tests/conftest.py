@@ -147,7 +147,9 @@ def assert_fields_close(
         slack = rtol * (np.abs(log_t) + np.abs(big_l)[:, None])
         gamma_hi = np.exp(np.minimum(0.0, log_t - big_l[:, None] + slack))
         g = gamma * cond + (np.maximum(gamma_hi - gamma, 0.0) + atol_gamma) / rtol
-        d = np.abs(w[:, None] - mixture.mu[None, :]) + atol_w / rtol
+        # products formed in units of sigma_j lose everything below the smallest
+        # subnormal number: atol_w in those units, too
+        d = np.abs(w[:, None] - mixture.mu[None, :]) + atol_w * (1.0 + mixture.sigma) / rtol
         var, sigma = mixture.var, mixture.sigma
         s0 = np.sum(g, axis=0)
         s1 = np.sum(g * d, axis=0)

@@ -178,7 +178,10 @@ class Mixture:
         top = np.max(self._logit)
         with np.errstate(over="ignore"):  # logits ~1e308 apart: the far one's pi is 0
             shifted = self._logit - top
-        return _readonly(shifted - np.log(np.sum(np.exp(shifted))))
+            if np.max(np.abs(self._logit)) > 64.0:
+                # large logits: top + log(...) would round the small log away
+                return _readonly(shifted - np.log(np.sum(np.exp(shifted))))
+            return _readonly(self._logit - (top + np.log(np.sum(np.exp(shifted)))))
 
     @property
     def pi(self) -> NDArray[np.float64]:
