@@ -91,6 +91,12 @@ def sharded_matches_single(rank: int, world: int, port: int) -> None:
             torch.testing.assert_close(s.grad.full_tensor(), want, **_tol(dtype))
     if world == 3:
         assert shards[2].to_local().numel() == 0 or rank == 0  # some rank holds nothing
+    try:  # a mix of shards and plain tensors is refused, naming the plain one
+        sst.penalty([shards[0], weights[1]], *mixture, LAM)
+    except ValueError as err:
+        assert "weights[1] is a plain tensor" in str(err)  # noqa: PT017 (no pytest here)
+    else:
+        raise AssertionError("a mix of DTensors and plain tensors was accepted")
     _finish()
 
 
