@@ -59,11 +59,12 @@ def forward_torch(
     mu_acc = mu.detach().to(acc_dtype)
     log_var_acc = log_var.detach().to(acc_dtype)
     log_pi = torch.log_softmax(logit.detach().to(acc_dtype), dim=0)
-    if work != acc_dtype and not _fits(work, mu_acc, torch.exp(-log_var_acc), log_pi):
+    inv_var_acc = torch.exp(-log_var_acc)
+    if work != acc_dtype and not _fits(work, mu_acc, inv_var_acc, log_pi):
         work = acc_dtype  # a mixture float32 cannot hold: compute in float64 instead
     offset = log_term_offset(log_pi, log_var_acc).to(work)
     mu_w = mu_acc.to(work)
-    inv_var = torch.exp(-log_var_acc).to(work)
+    inv_var = inv_var_acc.to(work)
     sum_l = torch.zeros((), dtype=acc_dtype, device=device)
     s0, s1, s2 = (torch.zeros_like(mu_acc) for _ in range(3))
     grads = []

@@ -40,14 +40,25 @@ def _value_dtype(weights: Sequence[Tensor], params: Sequence[Tensor]) -> torch.d
     return dtype
 
 
+def _as_numpy(t: Tensor) -> np.ndarray:
+    """A NumPy view of a CPU tensor, through DLPack.
+
+    Not ``Tensor.numpy()``: that marks the storage non-resizable for good, and
+    FSDP2 frees unsharded parameters by resizing theirs.
+    """
+    return np.from_dlpack(t.detach())
+
+
+def mixture_of(mu: Tensor, log_var: Tensor, logit: Tensor) -> Mixture:
+    """A float64 :class:`softshare.Mixture` of mixture tensors (checked by ``Mixture``)."""
+    return Mixture(*(_as_numpy(p.to("cpu", torch.float64)) for p in (mu, log_var, logit)))
+
+
 def _forward_native(
     weights: Sequence[Tensor], mu: Tensor, log_var: Tensor, logit: Tensor, lam: float
 ) -> tuple[float, list[Tensor], Tensor, Tensor, Tensor]:
     """The fused native pass on CPU tensors (no copy of contiguous float32/float64 weights)."""
-    # NumPy views through DLPack, not Tensor.numpy(): that would mark the storage
-    # non-resizable for good, and FSDP2 frees unsharded parameters by resizing theirs
-    mix = Mixture(*(np.from_dlpack(p.detach().to(torch.float64)) for p in (mu, log_var, logit)))
-    r = _native_penalty([np.from_dlpack(w.detach()) for w in weights], mix, lam)
+    r = _native_penalty([_as_numpy(w) for w in weights], mixture_of(mu, log_var, logit), lam)
     grad_w = r.grad_w if isinstance(r.grad_w, list) else [r.grad_w]
     grads = [torch.from_numpy(np.asarray(g)) for g in grad_w]
     return (

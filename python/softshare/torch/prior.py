@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .._formulas import beta_neg_log_density, gamma_neg_log_density
 from .._hyperprior import HyperPrior
 from .._mixture import Mixture
-from ._op import TensorOrTensors, penalty
+from ._op import TensorOrTensors, mixture_of, penalty
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -67,7 +67,7 @@ class MixturePrior(nn.Module):
     ) -> None:
         super().__init__()
         tensors = [self._as_tensor(x) for x in (mu, log_var, logit)]
-        Mixture(*(np.from_dlpack(t.detach().to("cpu", torch.float64)) for t in tensors))  # checks
+        mixture_of(*tensors)  # checks the values
         if pi_zero is not None and not 0.0 < pi_zero < 1.0:
             msg = f"pi_zero must be in (0, 1), got {pi_zero}"
             raise ValueError(msg)
@@ -144,8 +144,7 @@ class MixturePrior(nn.Module):
 
     def mixture(self) -> Mixture:
         """A float64 :class:`softshare.Mixture` snapshot of the effective parameters."""
-        arrays = (np.from_dlpack(p.detach().to("cpu", torch.float64)) for p in self.effective())
-        return Mixture(*arrays)
+        return mixture_of(*self.effective())
 
     def penalized_parameters(self, model_or_params: nn.Module | TensorOrTensors) -> list[Tensor]:
         """The tensors the prior applies to: a module's parameters except the prior's own."""
