@@ -1,18 +1,29 @@
-"""Time per training step of a LeNet-300-100-sized MLP, with and without the prior.
+"""Time per training step with and without the prior, for an MLP and LeNet-5-Caffe.
 
 Usage::
 
-    python benchmarks/bench_torch.py [--steps 200] [--threads 2]
+    python benchmarks/bench_torch.py [--threads 1 2] [--models mlp lenet5] [--steps 50]
 
-The model is 784-300-100-10 (266,610 parameters), batch 128, Adam, on random
-data (the data does not change the time); the mixture has M = 17 components
-(a zero component and 16 others), as in Ullrich et al. Three variants:
+Models (random data: the data does not change the time), Adam, a mixture of
+M = 17 components (a zero component and 16 others), as in Ullrich et al.:
+
+- ``mlp``: 784-300-100-10 (266,610 parameters), batch 128;
+- ``lenet5``: LeNet-5-Caffe, conv 20@5x5, max-pool 2, conv 50@5x5, max-pool 2,
+  dense 500, dense 10 on 28x28 input (431,080 parameters), batch 64.
+
+Step variants, timed in interleaved rounds so that machine noise hits all alike:
 
 - ``none``: cross-entropy only;
 - ``plain autograd``: + the penalty written with torch ops (an N x M tensor);
-- ``softshare``: + :func:`softshare.torch.penalty` through ``MixturePrior``.
+- ``torch.compile``: the same penalty through ``torch.compile``;
+- ``softshare``: + ``MixturePrior`` (:func:`softshare.torch.penalty`);
+- ``softshare overlapped``: ``MixturePrior.start`` at the start of the step,
+  ``join()`` before ``optimizer.step()``.
 
-Prints the median step time of each and the overhead over ``none``.
+Also timed in the same rounds: the isolated pass (``softshare.penalty`` on
+NumPy views of the weights, the same threads) and ``MixturePrior`` forward +
+backward alone (``.grad`` set to None first, as ``zero_grad`` does).
+``added / pass`` is (softshare step - none step) / isolated pass.
 """
 
 from __future__ import annotations
@@ -21,90 +32,156 @@ import argparse
 import math
 import statistics
 import time
+from typing import Any, Callable
 
 import torch
+from torch import nn
 
+import softshare
 import softshare.torch as sst
 from softshare.testing import dense_penalty
 
 from _timing import machine_line
 
 LAM = 1e-6
+VARIANTS = ["none", "plain autograd", "torch.compile", "softshare", "softshare overlapped"]
+ISOLATED = ["isolated pass (NumPy)", "MixturePrior fwd+bwd"]
 
 
-def make(variant: str, seed: int = 0) -> tuple:  # type: ignore[type-arg]
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 300),
-        torch.nn.ReLU(),
-        torch.nn.Linear(300, 100),
-        torch.nn.ReLU(),
-        torch.nn.Linear(100, 10),
-    )
-    m = 17
-    prior = sst.MixturePrior(
+def make_model(name: str) -> tuple[nn.Module, tuple[int, ...], int]:
+    """The network, its input shape and its batch size."""
+    if name == "mlp":
+        model = nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
+            nn.Linear(100, 10),
+        )  # fmt: skip
+        return model, (784,), 128
+    model = nn.Sequential(
+        nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(20, 50, 5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(800, 500), nn.ReLU(), nn.Linear(500, 10),
+    )  # fmt: skip
+    return model, (1, 28, 28), 64
+
+
+def make_prior(m: int = 17) -> sst.MixturePrior:
+    return sst.MixturePrior(
         mu=torch.cat([torch.zeros(1), torch.linspace(-0.6, 0.6, m - 1)]),
         log_var=torch.full((m,), 2 * math.log(0.05)),
         logit=torch.cat(
             [torch.full((1,), math.log(0.9)), torch.full((m - 1,), math.log(0.1 / (m - 1)))]
         ),
     )
-    groups = [{"params": model.parameters()}]
-    if variant != "none":
-        groups += prior.parameter_groups(lr_mu=5e-4, lr_log_var=1e-2, lr_logit=3e-3)
-    opt = torch.optim.Adam(groups, lr=2e-3)
-    x = torch.randn(128, 784)
-    y = torch.randint(0, 10, (128,))
-    return model, prior, opt, x, y
 
 
-def step(variant: str, model, prior, opt, x, y) -> None:  # type: ignore[no-untyped-def]
-    opt.zero_grad(set_to_none=True)
-    loss = torch.nn.functional.cross_entropy(model(x), y)
-    if variant == "plain autograd":
-        loss = loss + dense_penalty(
-            list(model.parameters()), prior.mu, prior.log_var, prior.logit, LAM
-        )
-    elif variant == "softshare":
-        loss = loss + prior(model, LAM)
-    loss.backward()
-    opt.step()
+class Setup:
+    """One model, prior, optimizer and batch per variant (same seed: same start)."""
+
+    def __init__(self, model_name: str, variant: str) -> None:
+        torch.manual_seed(0)
+        self.model, in_shape, batch = make_model(model_name)
+        self.prior = make_prior()
+        self.params = list(self.model.parameters())
+        groups: list[dict[str, Any]] = [{"params": self.params}]
+        if variant != "none":
+            groups += self.prior.parameter_groups(lr_mu=5e-4, lr_log_var=1e-2, lr_logit=3e-3)
+        self.opt = torch.optim.Adam(groups, lr=2e-3)
+        self.x = torch.randn(batch, *in_shape)
+        self.y = torch.randint(0, 10, (batch,))
+        self.variant = variant
+        self.compiled: Callable[..., torch.Tensor] | None = None
+        if variant == "torch.compile":
+            self.compiled = torch.compile(dense_penalty)
+
+    def step(self) -> None:
+        opt, prior = self.opt, self.prior
+        opt.zero_grad(set_to_none=True)
+        if self.variant == "softshare overlapped":
+            pending = prior.start(self.model, LAM)
+            nn.functional.cross_entropy(self.model(self.x), self.y).backward()
+            pending.join()
+            opt.step()
+            return
+        loss = nn.functional.cross_entropy(self.model(self.x), self.y)
+        if self.variant == "plain autograd":
+            loss = loss + dense_penalty(self.params, prior.mu, prior.log_var, prior.logit, LAM)
+        elif self.variant == "torch.compile":
+            assert self.compiled is not None
+            loss = loss + self.compiled(self.params, prior.mu, prior.log_var, prior.logit, LAM)
+        elif self.variant == "softshare":
+            loss = loss + prior(self.model, LAM)
+        loss.backward()
+        opt.step()
+
+
+def run(model_name: str, threads: int, steps: int, rounds: int) -> dict[str, float]:
+    """Median seconds per call of every variant and isolated measurement."""
+    torch.set_num_threads(threads)
+    torch._dynamo.reset()  # compiled kernels take the thread count at compile time
+    setups = {v: Setup(model_name, v) for v in VARIANTS}
+    ref = setups["softshare"]
+    weights = [p.detach().numpy() for p in ref.params]
+    mixture = ref.prior.mixture()
+
+    def isolated_pass() -> None:
+        softshare.penalty(weights, mixture, LAM, n_threads=threads)
+
+    def prior_alone() -> None:
+        for p in ref.params:
+            p.grad = None
+        ref.prior(ref.model, LAM).backward()
+
+    calls: dict[str, Callable[[], None]] = {v: s.step for v, s in setups.items()}
+    calls[ISOLATED[0]] = isolated_pass
+    calls[ISOLATED[1]] = prior_alone
+    for fn in calls.values():  # warm-up (and compilation)
+        for _ in range(10):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(rounds):
+        for k, fn in calls.items():
+            n = steps if k in VARIANTS else 4 * steps
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            times[k].append((time.perf_counter() - t0) / n)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def report(model_name: str, threads: int, med: dict[str, float], n_weights: int) -> None:
+    base = med["none"]
+    iso = med[ISOLATED[0]]
+    print(f"\n### {model_name} ({n_weights:,} weights), {threads} thread(s)\n")
+    print("| step | ms per step | added to none | added / isolated pass |")
+    print("|---|---:|---:|---:|")
+    for v in VARIANTS:
+        t = med[v]
+        added = "-" if v == "none" else f"{(t - base) * 1e3:+.3f} ms"
+        ratio = "-" if v == "none" else f"{(t - base) / iso:.2f}"
+        print(f"| {v} | {t * 1e3:.3f} | {added} | {ratio} |")
+    fb = med[ISOLATED[1]]
+    print(f"| {ISOLATED[0]} | {iso * 1e3:.3f} | | |")
+    print(f"| {ISOLATED[1]} | {fb * 1e3:.3f} | {(fb - iso) * 1e6:+.0f} us vs NumPy call | |")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per variant")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["mlp", "lenet5"], choices=["mlp", "lenet5"])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--steps", type=int, default=50, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    variants = ["none", "plain autograd", "softshare"]
-    state = {v: make(v) for v in variants}
-    n_weights = sum(p.numel() for p in state["none"][0].parameters())
-    for v in variants:  # warm-up
-        for _ in range(20):
-            step(v, *state[v])
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    # Interleave the variants so that machine noise hits all of them alike.
-    for _ in range(args.rounds):
-        for v in variants:
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                step(v, *state[v])
-            times[v].append((time.perf_counter() - t0) / args.steps)
-    base = statistics.median(times["none"])
-    print(f"Machine: {machine_line()}, torch {torch.__version__}, {args.threads} threads")
+    print(f"Machine: {machine_line()}, torch {torch.__version__}")
     print(
-        f"MLP 784-300-100-10 ({n_weights} weights), batch 128, Adam, M = 17; "
-        f"median of {args.rounds} rounds of {args.steps} steps\n"
+        f"Adam, M = 17, lam = {LAM}; median of {args.rounds} interleaved rounds of "
+        f"{args.steps} steps (isolated calls: {4 * args.steps} per round)"
     )
-    print("| penalty | ms per step | overhead vs none |")
-    print("|---|---:|---:|")
-    for v in variants:
-        t = statistics.median(times[v])
-        over = "-" if v == "none" else f"{100 * (t / base - 1):+.1f}%"
-        print(f"| {v} | {t * 1e3:.3f} | {over} |")
+    for model_name in args.models:
+        n_weights = sum(p.numel() for p in make_model(model_name)[0].parameters())
+        for threads in args.threads:
+            report(
+                model_name, threads, run(model_name, threads, args.steps, args.rounds), n_weights
+            )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "softshare/dispatch.hpp"
@@ -36,8 +37,7 @@ sk::DType dtype_of(const py::array& a, std::size_t index) {
                          py::str(a.dtype()).cast<std::string>());
 }
 
-py::tuple penalty(const std::vector<py::array>& weights, const Params& mu, const Params& log_var,
-                  const Params& logit, double lam, int n_threads, bool responsibilities) {
+std::int64_t mixture_size(const Params& mu, const Params& log_var, const Params& logit) {
     if (mu.ndim() != 1 || log_var.ndim() != 1 || logit.ndim() != 1) {
         throw std::invalid_argument("mu, log_var and logit must be 1-D");
     }
@@ -46,29 +46,35 @@ py::tuple penalty(const std::vector<py::array>& weights, const Params& mu, const
     if (log_var.shape(0) != m || logit.shape(0) != m) {
         throw std::invalid_argument("mu, log_var and logit must have the same length");
     }
+    return m;
+}
 
-    std::vector<sk::Segment> segments;
-    py::list grads, gammas;
-    segments.reserve(weights.size());
-    for (std::size_t i = 0; i < weights.size(); ++i) {
-        const py::array& w = weights[i];
-        const sk::DType dt = dtype_of(w, i);
-        if (w.ndim() != 1 || (w.shape(0) > 1 && w.strides(0) != w.itemsize())) {
-            throw std::invalid_argument("weights[" + std::to_string(i) +
-                                        "] must be 1-D and contiguous");
+std::size_t item_size(const sk::Segment& seg) {
+    return seg.dtype == sk::DType::f32 ? sizeof(float) : sizeof(double);
+}
+
+// The kernel reads the weights while it writes the gradients: no gradient
+// may overlap any weights array.
+void check_no_overlap(const std::vector<sk::Segment>& segments) {
+    for (std::size_t i = 0; i < segments.size(); ++i) {
+        const auto* g = static_cast<const char*>(segments[i].grad_w);
+        const std::size_t g_bytes = static_cast<std::size_t>(segments[i].n) * item_size(segments[i]);
+        for (std::size_t j = 0; j < segments.size(); ++j) {
+            const auto* w = static_cast<const char*>(segments[j].w);
+            const std::size_t w_bytes =
+                static_cast<std::size_t>(segments[j].n) * item_size(segments[j]);
+            if (g_bytes > 0 && w_bytes > 0 && g < w + w_bytes && w < g + g_bytes) {
+                throw std::invalid_argument("out[" + std::to_string(i) + "] overlaps weights[" +
+                                            std::to_string(j) +
+                                            "]: the gradient needs its own memory");
+            }
         }
-        const std::int64_t n = w.shape(0);
-        py::array grad(w.dtype(), std::vector<py::ssize_t>{n});
-        void* gamma_ptr = nullptr;
-        if (responsibilities) {
-            py::array gamma(w.dtype(), std::vector<py::ssize_t>{n, m});
-            gamma_ptr = gamma.mutable_data();
-            gammas.append(gamma);
-        }
-        segments.push_back({dt, w.data(), grad.mutable_data(), gamma_ptr, n});
-        grads.append(grad);
     }
+}
 
+// The fused pass with the GIL released; returns (sum_L, check, stats (3, M)).
+py::tuple run(const std::vector<sk::Segment>& segments, const Params& mu, const Params& log_var,
+              const Params& logit, std::int64_t m, double lam, int n_threads) {
     const sk::KernelTable table = sk::active_table();
     sk::Totals totals;
     try {
@@ -87,8 +93,80 @@ py::tuple penalty(const std::vector<py::array>& weights, const Params& mu, const
     }
     py::array_t<double> stats({static_cast<py::ssize_t>(3), static_cast<py::ssize_t>(m)});
     std::copy(totals.stats.begin(), totals.stats.end(), stats.mutable_data());
+    return py::make_tuple(totals.sum_l, totals.check, stats);
+}
+
+// grads_out: None, or one writeable array per weight (same dtype, 1-D,
+// contiguous, same length) that receives grad_w instead of a fresh array.
+py::tuple penalty(const std::vector<py::array>& weights, const Params& mu, const Params& log_var,
+                  const Params& logit, double lam, int n_threads, bool responsibilities,
+                  const py::object& grads_out) {
+    const std::int64_t m = mixture_size(mu, log_var, logit);
+    std::vector<py::array> outs;
+    if (!grads_out.is_none()) {
+        outs = grads_out.cast<std::vector<py::array>>();
+        if (outs.size() != weights.size()) {
+            throw std::invalid_argument("grads_out must hold one array per weights array");
+        }
+    }
+    std::vector<sk::Segment> segments;
+    py::list grads, gammas;
+    segments.reserve(weights.size());
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+        const py::array& w = weights[i];
+        const sk::DType dt = dtype_of(w, i);
+        if (w.ndim() != 1 || (w.shape(0) > 1 && w.strides(0) != w.itemsize())) {
+            throw std::invalid_argument("weights[" + std::to_string(i) +
+                                        "] must be 1-D and contiguous");
+        }
+        const std::int64_t n = w.shape(0);
+        py::array grad;
+        if (outs.empty()) {
+            grad = py::array(w.dtype(), std::vector<py::ssize_t>{n});
+        } else {
+            grad = outs[i];
+            if (!grad.dtype().equal(w.dtype()) || grad.ndim() != 1 || grad.shape(0) != n ||
+                (n > 1 && grad.strides(0) != grad.itemsize()) || !grad.writeable()) {
+                throw std::invalid_argument(
+                    "grads_out[" + std::to_string(i) +
+                    "] must be a writeable, contiguous 1-D array of the weights' dtype and length");
+            }
+        }
+        void* gamma_ptr = nullptr;
+        if (responsibilities) {
+            py::array gamma(w.dtype(), std::vector<py::ssize_t>{n, m});
+            gamma_ptr = gamma.mutable_data();
+            gammas.append(gamma);
+        }
+        segments.push_back({dt, w.data(), grad.mutable_data(), gamma_ptr, n});
+        grads.append(grad);
+    }
+    if (!outs.empty()) check_no_overlap(segments);
+    py::tuple totals = run(segments, mu, log_var, logit, m, lam, n_threads);
     py::object gamma_out = responsibilities ? py::object(gammas) : py::object(py::none());
-    return py::make_tuple(totals.sum_l, totals.check, stats, grads, gamma_out);
+    return py::make_tuple(totals[0], totals[1], totals[2], grads, gamma_out);
+}
+
+// For adapters whose tensors are not NumPy arrays (softshare.torch): each
+// segment is (weights address, gradient address, n, float64?), the addresses
+// of live, contiguous buffers of n elements that the caller keeps alive for
+// the call. Python passes only addresses it got from such tensors.
+py::tuple penalty_raw(const std::vector<std::tuple<std::uintptr_t, std::uintptr_t, std::int64_t,
+                                                   bool>>& raw,
+                      const Params& mu, const Params& log_var, const Params& logit, double lam,
+                      int n_threads) {
+    const std::int64_t m = mixture_size(mu, log_var, logit);
+    std::vector<sk::Segment> segments;
+    segments.reserve(raw.size());
+    for (const auto& [w, g, n, is64] : raw) {
+        if (n < 0 || (n > 0 && (w == 0 || g == 0))) {
+            throw std::invalid_argument("penalty_raw: a segment needs two addresses and n >= 0");
+        }
+        segments.push_back({is64 ? sk::DType::f64 : sk::DType::f32, reinterpret_cast<const void*>(w),
+                            reinterpret_cast<void*>(g), nullptr, n});
+    }
+    check_no_overlap(segments);
+    return run(segments, mu, log_var, logit, m, lam, n_threads);
 }
 
 // The kernel's vectorised 2^x (x <= 0) or log (x >= 1) on one target, for tests.
@@ -119,7 +197,13 @@ PYBIND11_MODULE(_core, mod) {
     sk::install_fork_guard();
     mod.def("penalty", &penalty, py::arg("weights"), py::arg("mu"), py::arg("log_var"),
             py::arg("logit"), py::arg("lam"), py::arg("n_threads"), py::arg("responsibilities"),
-            "Fused pass: returns (sum_L, check, stats (3, M), grads, gammas or None).");
+            py::arg("grads_out") = py::none(),
+            "Fused pass: returns (sum_L, check, stats (3, M), grads, gammas or None); grad_w "
+            "goes into grads_out's arrays when given.");
+    mod.def("penalty_raw", &penalty_raw, py::arg("segments"), py::arg("mu"), py::arg("log_var"),
+            py::arg("logit"), py::arg("lam"), py::arg("n_threads"),
+            "Fused pass over raw (weights address, grad address, n, float64?) segments: "
+            "returns (sum_L, check, stats (3, M)).");
     mod.def("has_openmp", &sk::has_openmp, "Whether the kernel was built with OpenMP.");
     mod.def("default_threads", &sk::default_threads,
             "Threads OpenMP uses by default (OMP_NUM_THREADS), 1 without OpenMP.");
@@ -133,4 +217,5 @@ PYBIND11_MODULE(_core, mod) {
     mod.def("_vmath", &vmath, py::arg("fn"), py::arg("x"), py::arg("target"),
             "Testing hook: the kernel's 2^x (x <= 0) or log (x >= 1) on one SIMD target.");
     mod.attr("block_size") = sk::kBlockSize;
+
 }

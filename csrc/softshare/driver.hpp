@@ -421,7 +421,12 @@ inline Totals run_penalty(const KernelTable& table, const double* mu, const doub
     // Without OpenMP, default_threads() is 1 and n_threads is ignored.
     int threads = has_openmp() && n_threads > 0 ? n_threads : default_threads();
     if (in_forked_child()) threads = 1;
-    threads = static_cast<int>(std::min<std::int64_t>(threads, n_blocks));
+    // At most one thread per kBlockSize weights: many short segments (a
+    // network's biases) make many small blocks, not enough work to share.
+    std::int64_t n_total = 0;
+    for (const Segment& seg : segments) n_total += seg.n;
+    threads = static_cast<int>(std::min<std::int64_t>(
+        {threads, n_blocks, (n_total + kBlockSize - 1) / kBlockSize}));
 
     if (threads <= 1) {
         // Small inputs, one thread or a forked child: no parallel region at all.

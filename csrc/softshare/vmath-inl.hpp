@@ -13,11 +13,11 @@
 //             2^round(x) * P(f), f = x - round(x) exact, P a degree-6
 //             near-minimax polynomial for float and the degree-13 Taylor series
 //             of exp(f ln 2) for double, on |f| <= 1/2; <= 2 ulp relative.
-//             Results below the smallest normal are exactly 0 (portable
-//             paths) or the nearest subnormal (AVX-512's vscalef), and exactly
-//             0 below 2^-150 (float) / 2^-1075 (double) and for -inf on every
-//             path: a component that far from a weight contributes gamma = 0,
-//             never NaN.
+//             Results below the smallest normal (and for -inf) are exactly 0
+//             on every path, never subnormals: a component that far from a
+//             weight contributes gamma = 0, never NaN, and no subnormal
+//             reaches the arithmetic downstream (on Intel cores each
+//             instruction with a subnormal operand costs ~100 cycles).
 //   log_ge1 : argument x >= 1 and finite (the log-sum-exp of terms whose
 //             largest is exp(0) = 1). Series of atanh on |f| <= 0.1716:
 //             float <= 3 ulp, double <= 3 ulp (worst just above sqrt(2), where
@@ -138,13 +138,22 @@ SOFTSHARE_INLINE Vec<double> max_fast(Vec<double> x, Vec<double> lo) {
     return reinterpret_cast<Vec<double>>(
         _mm512_maskz_max_pd(0xFF, reinterpret_cast<__m512d>(x), reinterpret_cast<__m512d>(lo)));
 }
-SOFTSHARE_INLINE Vec<float> scale2(Vec<float> p, Vec<float> n) {
+// p * 2^n where x >= low, else 0: one compare into a mask register, and
+// vscalef's zero-masking form. Results below the smallest normal are then 0,
+// as on the portable paths, never subnormals (whose arithmetic costs Intel
+// cores some hundred cycles an instruction, everywhere downstream).
+SOFTSHARE_INLINE Vec<float> scale2_normal(Vec<float> p, Vec<float> n, Vec<float> x, float low) {
+    const __mmask16 normal = _mm512_cmp_ps_mask(reinterpret_cast<__m512>(x),
+                                                _mm512_set1_ps(low), _CMP_GE_OQ);
     return reinterpret_cast<Vec<float>>(
-        _mm512_maskz_scalef_ps(0xFFFF, reinterpret_cast<__m512>(p), reinterpret_cast<__m512>(n)));
+        _mm512_maskz_scalef_ps(normal, reinterpret_cast<__m512>(p), reinterpret_cast<__m512>(n)));
 }
-SOFTSHARE_INLINE Vec<double> scale2(Vec<double> p, Vec<double> n) {
+SOFTSHARE_INLINE Vec<double> scale2_normal(Vec<double> p, Vec<double> n, Vec<double> x,
+                                           double low) {
+    const __mmask8 normal = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(x),
+                                               _mm512_set1_pd(low), _CMP_GE_OQ);
     return reinterpret_cast<Vec<double>>(
-        _mm512_maskz_scalef_pd(0xFF, reinterpret_cast<__m512d>(p), reinterpret_cast<__m512d>(n)));
+        _mm512_maskz_scalef_pd(normal, reinterpret_cast<__m512d>(p), reinterpret_cast<__m512d>(n)));
 }
 #endif
 
@@ -193,13 +202,12 @@ SOFTSHARE_INLINE void poly_n(const Vec<T> (&r)[U], Vec<T> (&p)[U]) {
 
 // x[u] = 2^x[u] for x <= 0 (U vectors in lockstep): 2^round(x) * P(x - round(x)),
 // the reduction exact. Results below the smallest normal are exactly 0 (for
-// -inf too) on the portable paths; AVX-512 scales with vscalef, which rounds
-// them to the nearest subnormal and is exactly 0 below 2^-150 (float) or
-// 2^-1075 (double).
+// -inf too) on every path.
 template <class T, int U>
 SOFTSHARE_INLINE void exp2_neg_n(Vec<T> (&x)[U]) {
     using S = Simd<T>;
     Vec<T> f[U], p[U];
+    const T low = -T(S::kMaxExponent) + T(1);  // log2 of the smallest normal
 #if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
     Vec<T> n[U];
     // 2^floor_x * P(0) == 0: raising x (-inf included) to floor_x changes no result.
@@ -208,9 +216,8 @@ SOFTSHARE_INLINE void exp2_neg_n(Vec<T> (&x)[U]) {
     for (int u = 0; u < U; ++u) n[u] = round_nearest(x[u]);
     for (int u = 0; u < U; ++u) f[u] = x[u] - n[u];
     poly_n<Exp2Poly<T>, T, U>(f, p);
-    for (int u = 0; u < U; ++u) x[u] = scale2(p[u], n[u]);
+    for (int u = 0; u < U; ++u) x[u] = scale2_normal(p[u], n[u], x[u], low);
 #else
-    const T low = -T(S::kMaxExponent) + T(1);  // log2 of the smallest normal
     IVec<T> normal[U];
     Vec<T> shifted[U];
     // Lanes below `low` (or -inf, or NaN) compute garbage that the mask zeroes.

@@ -35,8 +35,14 @@ class Weights:
 
     flat: list[NDArray[np.floating]]
     shapes: list[tuple[int, ...]]
-    names: list[str]
     is_sequence: bool
+
+    @property
+    def names(self) -> list[str]:
+        """How messages name the arrays: ``weights[k]`` in a list, else ``weights``."""
+        if self.is_sequence:
+            return [f"weights[{k}]" for k in range(len(self.flat))]
+        return ["weights"]
 
     @property
     def n(self) -> int:
@@ -82,11 +88,16 @@ def as_weights(weights: WeightsLike) -> Weights:
     non-real dtypes raise ``TypeError``.
     """
     is_sequence = isinstance(weights, (list, tuple))
-    items = list(weights) if is_sequence else [weights]  # type: ignore[arg-type]
+    items = weights if is_sequence else (weights,)
     flat: list[NDArray[np.floating]] = []
     shapes: list[tuple[int, ...]] = []
-    names: list[str] = []
-    for k, item in enumerate(items):
+    for k, item in enumerate(items):  # type: ignore[arg-type]
+        if (
+            type(item) is np.ndarray and item.dtype in _KERNEL_DTYPES and item.flags.c_contiguous
+        ):  # the common case, kept cheap: a flat view, nothing checked twice
+            flat.append(item.reshape(-1))
+            shapes.append(item.shape)
+            continue
         name = f"weights[{k}]" if is_sequence else "weights"
         try:
             arr = np.asarray(item)
@@ -99,9 +110,47 @@ def as_weights(weights: WeightsLike) -> Weights:
         native = arr.dtype.newbyteorder("=")
         target = native if native in _KERNEL_DTYPES else np.dtype(np.float64)
         flat.append(np.ascontiguousarray(arr, dtype=target).reshape(-1))
-        shapes.append(tuple(int(s) for s in arr.shape))
-        names.append(name)
-    return Weights(flat, shapes, names, is_sequence)
+        shapes.append(arr.shape)
+    return Weights(flat, shapes, is_sequence)
+
+
+def as_out(out: object, weights: Weights) -> list[NDArray[np.floating]]:
+    """Check ``out=`` against the weights; return flat views of its arrays.
+
+    ``out`` mirrors ``weights``: one array for one array, a list/tuple of
+    arrays (one per weights array) for a list/tuple. Each must be an ndarray
+    of the gradient's dtype (the weights' kernel dtype), the weights' shape,
+    C-contiguous and writeable; the kernel checks that none overlaps the
+    weights (``ValueError``).
+    """
+    if weights.is_sequence:
+        if not isinstance(out, (list, tuple)) or len(out) != len(weights.flat):
+            msg = (
+                f"out must be a list or tuple of {len(weights.flat)} arrays, one per weights array"
+            )
+            raise ValueError(msg)
+        items = list(out)
+    else:
+        items = [out]
+    flat = []
+    for k, (arr, w, shape, name) in enumerate(
+        zip(items, weights.flat, weights.shapes, weights.names)
+    ):
+        label = f"out[{k}]" if weights.is_sequence else "out"
+        if not isinstance(arr, np.ndarray):
+            msg = f"{label} must be a numpy.ndarray, got {type(arr).__name__}"
+            raise TypeError(msg)
+        if arr.dtype != w.dtype:
+            msg = f"{label} must have dtype {w.dtype} (the gradient of {name}), got {arr.dtype}"
+            raise TypeError(msg)
+        if arr.shape != shape:
+            msg = f"{label} must have the shape of {name}, {shape}, got {arr.shape}"
+            raise ValueError(msg)
+        if not (arr.flags.c_contiguous and arr.flags.writeable):
+            msg = f"{label} must be C-contiguous and writeable"
+            raise ValueError(msg)
+        flat.append(arr.reshape(-1))
+    return flat
 
 
 def as_mixture(mixture: object) -> Mixture:

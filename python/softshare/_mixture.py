@@ -98,7 +98,15 @@ class Mixture:
     2
     """
 
-    __slots__ = ("_log_var", "_logit", "_mu")
+    # the parameters, and what is derived from them (computed once, on first use)
+    __slots__ = ("_log_pi", "_log_var", "_logit", "_mu", "_pi", "_sigma", "_var")
+    _mu: NDArray[np.float64]
+    _log_var: NDArray[np.float64]
+    _logit: NDArray[np.float64]
+    _log_pi: NDArray[np.float64] | None
+    _pi: NDArray[np.float64] | None
+    _var: NDArray[np.float64] | None
+    _sigma: NDArray[np.float64] | None
 
     def __init__(self, mu: ArrayLike, log_var: ArrayLike, logit: ArrayLike) -> None:
         mu_a = _param("mu", mu)
@@ -114,9 +122,37 @@ class Mixture:
                 "float64 numbers"
             )
             raise ValueError(msg)
-        self._mu = mu_a
-        self._log_var = log_var_a
-        self._logit = logit_a
+        self._set(mu_a, log_var_a, logit_a)
+
+    def _set(
+        self, mu: NDArray[np.float64], log_var: NDArray[np.float64], logit: NDArray[np.float64]
+    ) -> None:
+        self._mu, self._log_var, self._logit = mu, log_var, logit
+        self._log_pi = self._pi = self._var = self._sigma = None
+
+    @classmethod
+    def _from_rows(cls, rows: NDArray[np.float64]) -> Mixture:
+        """The mixture of the rows ``(mu, log_var, logit)`` of a (3, M) float64 array.
+
+        The fast path of adapters that call the kernel every training step:
+        valid rows are used as they are (made read-only, not copied), so the
+        caller hands the array over; anything else goes through ``Mixture``
+        and its errors.
+        """
+        valid = (
+            rows.dtype == np.float64
+            and rows.ndim == 2
+            and rows.shape[0] == 3
+            and rows.shape[1] >= 1
+            and bool(np.isfinite(rows).all())
+            and float(np.abs(rows[1]).max()) <= MAX_ABS_LOG_VAR
+        )
+        if not valid:
+            return cls(*rows)
+        rows.setflags(write=False)
+        mixture = object.__new__(cls)
+        mixture._set(*rows)
+        return mixture
 
     @classmethod
     def from_pi_sigma(cls, pi: ArrayLike, mu: ArrayLike, sigma: ArrayLike) -> Mixture:
@@ -175,28 +211,38 @@ class Mixture:
     @property
     def log_pi(self) -> NDArray[np.float64]:
         """Log mixing proportions ``logit - logsumexp(logit)``."""
-        top = np.max(self._logit)
-        with np.errstate(over="ignore"):  # logits ~1e308 apart: the far one's pi is 0
-            shifted = self._logit - top
-            if np.max(np.abs(self._logit)) > 64.0:
-                # large logits: top + log(...) would round the small log away
-                return _readonly(shifted - np.log(np.sum(np.exp(shifted))))
-            return _readonly(self._logit - (top + np.log(np.sum(np.exp(shifted)))))
+        if self._log_pi is None:
+            logit = self._logit
+            top = logit.max()
+            if np.abs(logit).max() <= 64.0:
+                self._log_pi = _readonly(logit - (top + np.log(np.exp(logit - top).sum())))
+            else:
+                with np.errstate(over="ignore"):  # logits ~1e308 apart: the far one's pi is 0
+                    shifted = logit - top
+                    # large logits: top + log(...) would round the small log away
+                    self._log_pi = _readonly(shifted - np.log(np.exp(shifted).sum()))
+        return self._log_pi
 
     @property
     def pi(self) -> NDArray[np.float64]:
         """Mixing proportions ``softmax(logit)``, summing to 1."""
-        return _readonly(np.exp(self.log_pi))
+        if self._pi is None:
+            self._pi = _readonly(np.exp(self.log_pi))
+        return self._pi
 
     @property
     def var(self) -> NDArray[np.float64]:
         """Component variances ``exp(log_var)``."""
-        return _readonly(np.exp(self._log_var))
+        if self._var is None:
+            self._var = _readonly(np.exp(self._log_var))
+        return self._var
 
     @property
     def sigma(self) -> NDArray[np.float64]:
         """Component standard deviations ``exp(log_var / 2)``."""
-        return _readonly(np.exp(0.5 * self._log_var))
+        if self._sigma is None:
+            self._sigma = _readonly(np.exp(0.5 * self._log_var))
+        return self._sigma
 
     def __repr__(self) -> str:
         with np.printoptions(precision=4, threshold=8):

@@ -8,14 +8,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import _core
-from ._inputs import as_lam, as_mixture, as_n_threads, as_weights
-from ._result import PenaltyResult, build_result
+from ._inputs import Weights, as_lam, as_mixture, as_n_threads, as_out, as_weights
+from ._result import PenaltyResult, PenaltyTotals, build_result, totals_of
 
 if TYPE_CHECKING:
-    from ._inputs import Weights, WeightsLike
+    from collections.abc import Callable, Sequence
+
+    from numpy.typing import NDArray
+
+    from ._inputs import WeightsLike
     from ._mixture import Mixture
 
-__all__ = ["penalty"]
+__all__ = ["penalty", "penalty_raw", "totals_raw"]
 
 
 def penalty(
@@ -25,6 +29,7 @@ def penalty(
     *,
     responsibilities: bool = False,
     n_threads: int | None = None,
+    out: NDArray[np.floating] | Sequence[NDArray[np.floating]] | None = None,
 ) -> PenaltyResult:
     """Soft weight-sharing penalty ``lam * Omega(w)`` and all its gradients.
 
@@ -51,11 +56,19 @@ def penalty(
         None uses OpenMP's default (``OMP_NUM_THREADS``), -1 all cores, a
         positive int that many threads. Whatever the choice, at most as many
         threads run as this process has cores (``os.sched_getaffinity``) and
-        as there are blocks of ``softshare._core.block_size`` weights, and in
+        one per ``softshare._core.block_size`` weights in all (many short
+        arrays are not enough work to share), and in
         a process started by ``fork()`` after ``softshare`` was imported (a
         ``multiprocessing`` "fork" worker, a torch ``DataLoader`` worker) the
         pass runs on the calling thread: GNU OpenMP cannot run threads after
         ``fork()``. The result is bit-identical for every choice.
+    out : ndarray or list/tuple of ndarray, optional
+        Where to write ``grad_w``, as NumPy's ``out=``: arrays shaped like the
+        weights (one array, or one per array of a list), of the gradient's
+        dtype (float32 for float32 weights, float64 otherwise), C-contiguous,
+        writeable and not overlapping the weights. A training loop that passes
+        the same buffers every step allocates nothing per step. ``grad_w`` is
+        then ``out`` itself (a list of the same arrays for a list).
 
     Returns
     -------
@@ -68,11 +81,13 @@ def penalty(
     ------
     TypeError
         If ``mixture`` is not a :class:`Mixture`, ``lam`` is not a real number,
-        or the weights are not real-valued (complex, object, strings).
+        the weights are not real-valued (complex, object, strings), or ``out``
+        is not an ndarray (or list of them) of the gradient's dtype.
     ValueError
         If a weight is NaN or infinite (the message names the array and the
         first bad index), ``lam`` is negative or not finite, ``n_threads``
-        is not None, -1 or a positive int, or the penalty overflows ("the
+        is not None, -1 or a positive int, ``out`` does not match the weights'
+        shapes or overlaps them, or the penalty overflows ("the
         penalty overflowed": a weight so far from every component that its
         log-density is not representable in float64). No output is ever NaN;
         a gradient beyond the range of its dtype is +-inf (its rounding).
@@ -106,21 +121,95 @@ def penalty(
     lam_f = as_lam(lam)
     threads = as_n_threads(n_threads, _core.default_threads())
     w = as_weights(weights)
-    sum_l, check, stats, grads, gammas = _core.penalty(
-        w.flat, mix.mu, mix.log_var, mix.logit, lam_f, threads, bool(responsibilities)
+    flat_out = None if out is None else as_out(out, w)
+    totals, grads, gammas = _run(w, mix, lam_f, threads, bool(responsibilities), flat_out)
+    return build_result(totals, grads=grads, gammas=gammas, weights=w, out=out)
+
+
+def penalty_raw(
+    segments: list[tuple[int, int, int, bool]],
+    mixture: Mixture,
+    lam: float,
+    n_threads: int,
+) -> tuple[float, float, NDArray[np.float64]]:
+    """The fused pass for adapters whose tensors are not NumPy arrays (``softshare.torch``).
+
+    ``segments`` are ``(weights address, grad_w address, n, float64?)`` of live,
+    contiguous buffers the caller keeps alive; ``lam`` and ``n_threads`` are
+    valid. ``grad_w`` goes into the gradient buffers; the kernel's sums come
+    back as they are, for :func:`totals_raw` (which may run later, on another
+    thread: this function runs no Python code once the kernel has started).
+    """
+    return _core.penalty_raw(
+        segments, mixture.mu, mixture.log_var, mixture.logit, lam, as_n_threads(n_threads, 1)
     )
+
+
+def totals_raw(
+    raw: tuple[float, float, NDArray[np.float64]],
+    n: int,
+    mixture: Mixture,
+    lam: float,
+    views: Callable[[], tuple[Weights, list[NDArray[np.floating]]]],
+) -> PenaltyTotals:
+    """Value and mixture gradients of :func:`penalty_raw`'s sums over ``n`` weights.
+
+    ``views()`` gives NumPy views of the weights and gradients, which only the
+    error paths and ``lam = 0`` need. Errors are those of :func:`penalty`.
+    """
+    sum_l, check, stats = raw
+    if lam != 0.0 and math.isfinite(check):
+        return totals_of(float(sum_l), stats, n, mixture, lam)
+    w, grads = views()
+    return _checked_totals(sum_l, check, stats, w, grads, mixture, lam)
+
+
+def _run(
+    w: Weights,
+    mix: Mixture,
+    lam: float,
+    threads: int,
+    responsibilities: bool,
+    flat_out: list[NDArray[np.floating]] | None,
+) -> tuple[PenaltyTotals, list[NDArray[np.floating]], list[NDArray[np.floating]] | None]:
+    """The fused pass and every check of its outputs: totals, flat grad_w, flat gamma."""
+    sum_l, check, stats, grads, gammas = _core.penalty(
+        w.flat, mix.mu, mix.log_var, mix.logit, lam, threads, responsibilities, flat_out
+    )
+    return _checked_totals(sum_l, check, stats, w, grads, mix, lam), grads, gammas
+
+
+def _checked_totals(
+    sum_l: float,
+    check: float,
+    stats: NDArray[np.float64],
+    w: Weights,
+    grads: list[NDArray[np.floating]],
+    mix: Mixture,
+    lam: float,
+) -> PenaltyTotals:
+    """Totals of the pass's sums, after the checks of what the kernel flagged.
+
+    ``check`` is not finite when a weight, a ``grad_w`` or a sum is not.
+    """
     if not math.isfinite(check):
         w.raise_if_not_finite()
     # Raises "the penalty overflowed" when the value is not finite.
-    result = build_result(
-        sum_l=sum_l, stats=stats, grads=grads, gammas=gammas, weights=w, mixture=mix, lam=lam_f
-    )
+    totals = totals_of(float(sum_l), stats, w.n, mix, lam)
+    if lam == 0.0:  # no penalty: exact zeros (0 times an infinite sum is NaN)
+        for g in grads:
+            g.fill(0.0)
     if not math.isfinite(check):  # the kernel flags a NaN in grad_w or the sums
-        _raise_if_nan(result, w, mix)
-    return result
+        _raise_if_nan(grads, stats, w, mix)
+    return totals
 
 
-def _raise_if_nan(result: PenaltyResult, weights: Weights, mixture: Mixture) -> None:
+def _raise_if_nan(
+    grads: list[NDArray[np.floating]],
+    stats: NDArray[np.float64],
+    weights: Weights,
+    mixture: Mixture,
+) -> None:
     """Raise ``ValueError`` if ``grad_w`` or the component sums hold a NaN.
 
     An output beyond the range of its dtype is +-inf, its correctly rounded
@@ -128,14 +217,13 @@ def _raise_if_nan(result: PenaltyResult, weights: Weights, mixture: Mixture) -> 
     with a finite value; the sum S1 of a component can still be inf - inf when
     terms beyond float64's range of both signs meet.
     """
-    grads = result.grad_w if isinstance(result.grad_w, list) else [result.grad_w]
     for grad, shape, name in zip(grads, weights.shapes, weights.names):
         bad = np.flatnonzero(np.isnan(grad))
         if bad.size:
             index = tuple(int(i) for i in np.unravel_index(int(bad[0]), shape)) if shape else ()
             msg = f"the penalty overflowed: its gradient for {name} at index {index} is NaN"
             raise ValueError(msg)
-    bad = np.flatnonzero(np.isnan(result.stats))
+    bad = np.flatnonzero(np.isnan(stats))
     if bad.size:
         row, j = divmod(int(bad[0]), mixture.n_components)
         msg = (

@@ -11,6 +11,8 @@ import numpy as np
 from ._formulas import grad_sigma, mixture_gradients, overflow_error
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from numpy.typing import ArrayLike, NDArray
 
     from ._inputs import Weights
@@ -135,10 +137,10 @@ def from_partial_sums(partials: ArrayLike, mixture: Mixture, lam: float = 1.0) -
     if not (np.all(np.isfinite(vec[1:])) and n >= 0 and n == math.floor(n)):
         msg = "partials must be finite, with n = partials[1] a whole number >= 0"
         raise ValueError(msg)
-    return _totals(float(vec[0]), vec[2:].reshape(3, m), int(n), mix, lam_f)
+    return totals_of(float(vec[0]), vec[2:].reshape(3, m), int(n), mix, lam_f)
 
 
-def _totals(
+def totals_of(
     sum_l: float, stats: NDArray[np.float64], n: int, mixture: Mixture, lam: float
 ) -> PenaltyTotals:
     """Value and mixture gradients from sum L, S0/S1/S2 and n (``docs/math.md``)."""
@@ -162,28 +164,30 @@ def _totals(
 
 
 def build_result(
+    totals: PenaltyTotals,
     *,
-    sum_l: float,
-    stats: NDArray[np.float64],
     grads: list[NDArray[np.floating]],
     gammas: list[NDArray[np.floating]] | None,
     weights: Weights,
-    mixture: Mixture,
-    lam: float,
+    out: ArrayOrList | Sequence[NDArray[np.floating]] | None = None,
 ) -> PenaltyResult:
-    """Turn the fused pass's sums into a :class:`PenaltyResult` (``docs/math.md``)."""
-    totals = _totals(float(sum_l), stats, weights.n, mixture, lam)
-    if lam == 0.0:
-        grads = [np.zeros_like(g) for g in grads]
+    """A :class:`PenaltyResult` of the totals and the flat per-weight outputs.
+
+    ``grads`` are flat; with ``out`` (the caller's arrays they are views of)
+    ``grad_w`` is ``out`` itself.
+    """
+    grad_w = weights.unflatten(grads)
+    if out is not None:  # the caller's own arrays (grads are flat views of them)
+        grad_w = list(out) if weights.is_sequence else out  # type: ignore[assignment]
     return PenaltyResult(
         value=totals.value,
-        grad_w=weights.unflatten(grads),
+        grad_w=grad_w,
         grad_mu=totals.grad_mu,
         grad_sigma=totals.grad_sigma,
         grad_log_var=totals.grad_log_var,
         grad_logit=totals.grad_logit,
-        stats=stats,
+        stats=totals.stats,
         n=weights.n,
         gamma=None if gammas is None else weights.unflatten_gamma(gammas),
-        sum_log_density=float(sum_l),
+        sum_log_density=totals.sum_log_density,
     )

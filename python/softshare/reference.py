@@ -17,7 +17,7 @@ import numpy as np
 from ._formulas import log_term_offset
 from ._formulas import log_terms as _terms
 from ._inputs import as_lam, as_mixture, as_n_threads, as_weights, cpu_count
-from ._result import PenaltyResult, build_result
+from ._result import PenaltyResult, build_result, totals_of
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -127,6 +127,7 @@ def penalty(
             grads.append(grad.astype(arr.dtype, copy=False))
             if gammas is not None and gamma_all is not None:
                 gammas.append(gamma_all.astype(arr.dtype, copy=False))
-    return build_result(
-        sum_l=sum_l, stats=stats, grads=grads, gammas=gammas, weights=w, mixture=mix, lam=lam_f
-    )
+    totals = totals_of(sum_l, stats, w.n, mix, lam_f)  # raises "the penalty overflowed"
+    if lam_f == 0.0:  # no penalty: exact zeros (0 times an infinite sum is NaN)
+        grads = [np.zeros_like(g) for g in grads]
+    return build_result(totals, grads=grads, gammas=gammas, weights=w)

@@ -24,6 +24,14 @@ Modules: :mod:`softshare.torch._op` (the op and :func:`penalty`),
 from __future__ import annotations
 
 from ._op import BACKENDS, TensorOrTensors, penalty
+from ._overlap import PendingPenalty, start_penalty
 from .prior import MixturePrior
 
-__all__ = ["BACKENDS", "MixturePrior", "TensorOrTensors", "penalty"]
+__all__ = [
+    "BACKENDS",
+    "MixturePrior",
+    "PendingPenalty",
+    "TensorOrTensors",
+    "penalty",
+    "start_penalty",
+]

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
+from ._compute import compute
+from ._function import scaled_grads
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -30,10 +33,12 @@ def _dtensor_type() -> type | None:
     return DTensor
 
 
+_DTENSOR = _dtensor_type()
+
+
 def is_sharded(t: Tensor) -> bool:
     """Whether ``t`` is a DTensor (FSDP2 parameters outside the forward pass are)."""
-    dtensor = _dtensor_type()
-    return dtensor is not None and isinstance(t, dtensor)
+    return _DTENSOR is not None and isinstance(t, _DTENSOR)
 
 
 def sharded_locals(ws: Sequence[Any]) -> tuple[list[Tensor], Any]:
@@ -106,9 +111,7 @@ class _Reduced(torch.autograd.Function):
         *tensors: Tensor,
     ) -> Tensor:
         *ws, mu, log_var, logit = tensors
-        value, grads, g_mu, g_lv, g_logit = torch.ops.softshare.penalty(
-            list(ws), mu, log_var, logit, lam, backend
-        )
+        value, grads, g_mu, g_lv, g_logit = compute(ws, mu, log_var, logit, lam, backend)
         vec = torch.cat([value.reshape(1).double(), g_mu.double(), g_lv.double(), g_logit.double()])
         dist.all_reduce(vec, group=group)
         m = mu.shape[0]
@@ -121,8 +124,7 @@ class _Reduced(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_value: Tensor) -> tuple[Any, ...]:
-        saved = [(grad_value * g).to(g.dtype) for g in ctx.saved_tensors]
-        return (None, None, None, None, *saved)
+        return (None, None, None, None, *scaled_grads(grad_value, ctx.saved_tensors, eager=True))
 
 
 def reduced_penalty(

@@ -2,72 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor
 
-from .._inputs import as_lam
-from .._mixture import Mixture, check_component_shapes
-from .._penalty import penalty as _native_penalty
+from ._checks import BACKENDS, TensorOrTensors, checked_inputs
+from ._compute import compute, value_dtype
 from ._distributed import is_sharded, local_pieces, reduced_penalty, sharded_locals
-from ._fallback import check_finite, differentiable_value, forward_torch
+from ._function import PenaltyFunction, differentiable_grads, scaled_grads
 
 __all__ = ["BACKENDS", "TensorOrTensors", "penalty"]
 
-#: Backends of the op: "auto" picks "native" where it applies, else "torch".
-BACKENDS = ("auto", "native", "torch")
-_NATIVE_DTYPES = (torch.float32, torch.float64)
 _check: Callable[..., None] = torch._check  # untyped in torch's stubs
-
-#: One tensor, or any iterable of tensors (``model.parameters()``).
-TensorOrTensors = Union[Tensor, Iterable[Tensor]]
-
-
-def _native_applies(weights: Sequence[Tensor], params: Sequence[Tensor]) -> bool:
-    return all(t.device.type == "cpu" for t in (*weights, *params)) and all(
-        w.dtype in _NATIVE_DTYPES for w in weights
-    )
-
-
-def _value_dtype(weights: Sequence[Tensor], params: Sequence[Tensor]) -> torch.dtype:
-    dtype = params[0].dtype
-    for t in (*weights, *params):
-        dtype = torch.promote_types(dtype, t.dtype)
-    return dtype
-
-
-def _as_numpy(t: Tensor) -> np.ndarray:
-    """A NumPy view of a CPU tensor, through DLPack.
-
-    Not ``Tensor.numpy()``: that marks the storage non-resizable for good, and
-    FSDP2 frees unsharded parameters by resizing theirs.
-    """
-    return np.from_dlpack(t.detach())
-
-
-def mixture_of(mu: Tensor, log_var: Tensor, logit: Tensor) -> Mixture:
-    """A float64 :class:`softshare.Mixture` of mixture tensors (checked by ``Mixture``)."""
-    return Mixture(*(_as_numpy(p.to("cpu", torch.float64)) for p in (mu, log_var, logit)))
-
-
-def _forward_native(
-    weights: Sequence[Tensor], mu: Tensor, log_var: Tensor, logit: Tensor, lam: float
-) -> tuple[float, list[Tensor], Tensor, Tensor, Tensor]:
-    """The fused native pass on CPU tensors (no copy of contiguous float32/float64 weights)."""
-    r = _native_penalty([_as_numpy(w) for w in weights], mixture_of(mu, log_var, logit), lam)
-    grad_w = r.grad_w if isinstance(r.grad_w, list) else [r.grad_w]
-    grads = [torch.from_numpy(np.asarray(g)) for g in grad_w]
-    return (
-        r.value,
-        grads,
-        torch.from_numpy(r.grad_mu).to(mu.dtype),
-        torch.from_numpy(r.grad_log_var).to(log_var.dtype),
-        torch.from_numpy(r.grad_logit).to(logit.dtype),
-    )
 
 
 @torch.library.custom_op("softshare::penalty", mutates_args=())
@@ -80,22 +29,7 @@ def _penalty_op(
     backend: str,
 ) -> tuple[Tensor, list[Tensor], Tensor, Tensor, Tensor]:
     """Value ``lam * Omega`` and its gradients for weights, mu, log_var and logit."""
-    params = (mu, log_var, logit)
-    value_dtype = _value_dtype(weights, params)
-    use_native = backend == "native" or (backend == "auto" and _native_applies(weights, params))
-    if use_native:
-        if not _native_applies(weights, params):
-            msg = "backend='native' needs CPU tensors and float32/float64 weights"
-            raise ValueError(msg)
-        # softshare.Mixture and the kernel check finiteness themselves
-        value, grads, g_mu, g_lv, g_logit = _forward_native(weights, mu, log_var, logit, lam)
-        return torch.tensor(value, dtype=value_dtype), grads, g_mu, g_lv, g_logit
-    for name, p in zip(("mu", "log_var", "logit"), params):
-        check_finite(name, p.detach())
-    for k, w in enumerate(weights):
-        check_finite(f"weights[{k}]", w.detach())
-    value_t, grads, g_mu, g_lv, g_logit = forward_torch(weights, mu, log_var, logit, lam)
-    return value_t.to(value_dtype), grads, g_mu, g_lv, g_logit
+    return compute(weights, mu, log_var, logit, lam, backend)
 
 
 @_penalty_op.register_fake
@@ -115,7 +49,7 @@ def _penalty_fake(
         lambda: "mu, log_var and logit must have one shape",
     )
     _check(backend in BACKENDS, lambda: f"backend must be one of {BACKENDS}")
-    value = mu.new_empty((), dtype=_value_dtype(weights, (mu, log_var, logit)))
+    value = mu.new_empty((), dtype=value_dtype(weights, (mu, log_var, logit)))
     return (
         value,
         [torch.empty_like(w) for w in weights],
@@ -146,7 +80,7 @@ def _backward(
     _g_lv: Tensor,
     _g_logit: Tensor,
 ) -> tuple[list[Tensor | None], Tensor | None, Tensor | None, Tensor | None, None, None]:
-    """Chain rule: ``grad_value`` times each saved gradient, in the gradient's dtype.
+    """Chain rule: ``grad_value`` times each saved gradient (``_function.scaled_grads``).
 
     Under ``create_graph=True`` (Hessian-vector products, ``gradgradcheck``)
     the gradients are recomputed with differentiable torch ops instead, so
@@ -155,51 +89,25 @@ def _backward(
     saved = ctx.saved_tensors
     k = ctx.n_weights
     if torch.is_grad_enabled():
-        return _differentiable_backward(ctx, grad_value, saved[k + 3 :])
-    grads: list[Tensor | None] = [(grad_value * g).to(g.dtype) for g in saved[:k]]
-    g_mu, g_lv, g_logit = ((grad_value * g).to(g.dtype) for g in saved[k : k + 3])
-    return grads, g_mu, g_lv, g_logit, None, None
-
-
-def _differentiable_backward(
-    ctx: Any, grad_value: Tensor, inputs: tuple[Tensor, ...]
-) -> tuple[list[Tensor | None], Tensor | None, Tensor | None, Tensor | None, None, None]:
-    weights, (mu, log_var, logit) = list(inputs[:-3]), inputs[-3:]
-    wanted = [t for t in inputs if t.requires_grad]
-    found = {}
-    if wanted:
-        value = differentiable_value(weights, mu, log_var, logit, ctx.lam)
-        grads = torch.autograd.grad(value, wanted, grad_value, create_graph=True, allow_unused=True)
-        found = {id(t): g for t, g in zip(wanted, grads)}
-
-    def of(t: Tensor) -> Tensor | None:
-        g = found.get(id(t))
-        return None if g is None else g.to(t.dtype)
-
-    return [of(w) for w in weights], of(mu), of(log_var), of(logit), None, None
+        inputs = saved[k + 3 :]
+        g_w, (g_mu, g_lv, g_logit) = differentiable_grads(
+            ctx.lam, grad_value, inputs[:-3], inputs[-3:]
+        )
+        return g_w, g_mu, g_lv, g_logit, None, None
+    grads: list[Tensor | None] = list(scaled_grads(grad_value, saved[: k + 3], eager=False))
+    return grads[:k], grads[k], grads[k + 1], grads[k + 2], None, None
 
 
 _penalty_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _check_dtypes_and_devices(ws: list[Any], mu: Any, log_var: Any, logit: Any) -> None:
-    """Real floating-point tensors, all on one device (TypeError / ValueError otherwise)."""
-    named: list[tuple[str, Any]] = [
-        *((f"weights[{k}]", w) for k, w in enumerate(ws)),
-        *zip(("mu", "log_var", "logit"), (mu, log_var, logit)),
-    ]
-    for name, t in named:
-        if not isinstance(t, Tensor):
-            msg = f"{name} must be a torch.Tensor, got {type(t).__name__}"
-            raise TypeError(msg)
-        if not t.is_floating_point():
-            msg = f"{name} must be a real floating-point tensor, got dtype {t.dtype}"
-            raise TypeError(msg)
-    device = mu.device
-    for name, t in named:
-        if t.device != device:
-            msg = f"all tensors must be on one device: {name} is on {t.device}, mu on {device}"
-            raise ValueError(msg)
+def _traced(t: Tensor) -> bool:
+    """Whether the call is being traced (``torch.compile``, meta or fake tensors).
+
+    Traced calls go through the registered op, which has a fake kernel; eager
+    calls through :class:`PenaltyFunction`, which skips the op's dispatch.
+    """
+    return torch.compiler.is_compiling() or t.device.type == "meta" or isinstance(t, FakeTensor)
 
 
 def penalty(
@@ -263,15 +171,7 @@ def penalty(
         If ``weights`` or the mixture hold something other than real
         floating-point tensors (integer or complex tensors included).
     """
-    ws = [weights] if isinstance(weights, Tensor) else list(weights)
-    if backend not in BACKENDS:
-        msg = f"backend must be one of {BACKENDS}, got {backend!r}"
-        raise ValueError(msg)
-    _check_dtypes_and_devices(ws, mu, log_var, logit)
-    check_component_shapes(
-        tuple(mu.shape), tuple(log_var.shape), tuple(logit.shape), kind="tensors"
-    )
-    lam_f = as_lam(lam)
+    ws, lam_f = checked_inputs(weights, mu, log_var, logit, lam, backend)
     if ws and any(is_sharded(w) for w in ws):
         if split_work or process_group is not None:
             msg = "split_work and process_group are for replicated weights; these are sharded"
@@ -285,5 +185,9 @@ def penalty(
     if process_group is not None:
         msg = "process_group is used with split_work=True only"
         raise ValueError(msg)
-    value: Tensor = torch.ops.softshare.penalty(ws, mu, log_var, logit, lam_f, backend)[0]
-    return value
+    if _traced(mu):
+        value: Tensor = torch.ops.softshare.penalty(ws, mu, log_var, logit, lam_f, backend)[0]
+        return value
+    apply: Any = PenaltyFunction.apply  # untyped in torch's stubs
+    result: Tensor = apply(lam_f, backend, mu, log_var, logit, *ws)
+    return result

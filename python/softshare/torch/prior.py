@@ -12,7 +12,10 @@ from torch import Tensor, nn
 from .._formulas import beta_neg_log_density, gamma_neg_log_density
 from .._hyperprior import HyperPrior
 from .._mixture import Mixture
-from ._op import TensorOrTensors, mixture_of, penalty
+from ._checks import TensorOrTensors, checked_inputs
+from ._compute import mixture_of
+from ._op import penalty
+from ._overlap import PendingPenalty, overlap_threads
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -180,6 +183,51 @@ class MixturePrior(nn.Module):
         if self.hyperprior is not None:
             value = value + (lam if hyper_lam is None else hyper_lam) * self.hyperprior_penalty()
         return value
+
+    def start(
+        self,
+        model_or_params: nn.Module | TensorOrTensors,
+        lam: float = 1.0,
+        *,
+        hyper_lam: float | None = None,
+        n_threads: int | None = None,
+    ) -> PendingPenalty:
+        """Start this prior's penalty on a background thread (the overlapped form of ``forward``).
+
+        ``join()`` the result after the network's ``loss.backward()`` and
+        before ``optimizer.step()``: it accumulates exactly the gradients
+        ``(loss + prior(model, lam)).backward()`` would have, and returns the
+        value (hyper-priors included). See :func:`softshare.torch.start_penalty`
+        for ``n_threads``; ``split_work`` and sharded weights are not supported.
+
+        Examples
+        --------
+        >>> pending = prior.start(model, lam)  # doctest: +SKIP
+        >>> criterion(model(x), y).backward()  # doctest: +SKIP
+        >>> penalty_value = pending.join()  # doctest: +SKIP
+        >>> optimizer.step()  # doctest: +SKIP
+        """
+        if self.split_work:
+            msg = "start() does not support split_work: use forward()"
+            raise ValueError(msg)
+        ws, lam_f = checked_inputs(
+            self.penalized_parameters(model_or_params), *self.effective(), lam, "native"
+        )
+        extra = None
+        if self.hyperprior is not None:
+            weight = lam_f if hyper_lam is None else hyper_lam
+
+            def extra() -> Tensor:
+                return weight * self.hyperprior_penalty()
+
+        return PendingPenalty(
+            ws,
+            self.effective(),
+            lam_f,
+            overlap_threads(n_threads),
+            extra,
+            watch=list(self.parameters()),
+        )
 
     def parameter_groups(
         self,

@@ -1,0 +1,161 @@
+"""The op's forward computation on either backend: value and every gradient, as tensors."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .._inputs import Weights
+from .._mixture import Mixture
+from .._penalty import penalty_raw, totals_raw
+from ._fallback import check_finite, forward_torch
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from torch import Tensor
+
+__all__ = [
+    "Computed",
+    "NativeCall",
+    "as_numpy",
+    "compute",
+    "mixture_of",
+    "native_applies",
+    "value_dtype",
+]
+
+_NATIVE_DTYPES = (torch.float32, torch.float64)
+
+#: (value, grad_w per weight, grad_mu, grad_log_var, grad_logit)
+Computed = tuple["Tensor", "list[Tensor]", "Tensor", "Tensor", "Tensor"]
+
+
+def native_applies(weights: Sequence[Tensor], params: Sequence[Tensor]) -> bool:
+    """Whether the native kernel takes these tensors: CPU, float32/float64 weights."""
+    return all(t.device.type == "cpu" for t in (*weights, *params)) and all(
+        w.dtype in _NATIVE_DTYPES for w in weights
+    )
+
+
+def value_dtype(weights: Sequence[Tensor], params: Sequence[Tensor]) -> torch.dtype:
+    """The dtype of the value: the promotion of every input's dtype."""
+    dtype = params[0].dtype
+    for t in (*weights, *params):
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def as_numpy(t: Tensor) -> np.ndarray:
+    """A NumPy view of a CPU tensor, through DLPack.
+
+    Not ``Tensor.numpy()``: that marks the storage non-resizable for good, and
+    FSDP2 frees unsharded parameters by resizing theirs.
+    """
+    return np.from_dlpack(t.detach())
+
+
+def mixture_of(mu: Tensor, log_var: Tensor, logit: Tensor) -> Mixture:
+    """A float64 :class:`softshare.Mixture` of mixture tensors (checked by ``Mixture``)."""
+    stacked = torch.stack([mu.detach(), log_var.detach(), logit.detach()])  # dtypes promote
+    return Mixture._from_rows(stacked.to("cpu", torch.float64).numpy())
+
+
+def _dense(t: Tensor) -> Tensor:
+    """``t`` itself if its memory holds its values in order, else such a copy."""
+    if t.is_contiguous() and not t.is_neg():
+        return t
+    return t.detach().resolve_neg().contiguous()
+
+
+class NativeCall:
+    """One native pass over CPU tensors, in three phases: prepare, :meth:`run`, :meth:`finish`.
+
+    Made on the caller's thread (buffers, addresses, the mixture as float64);
+    ``run`` only calls the kernel, which releases the GIL, so it can run on a
+    background thread without waiting for the GIL (the overlapped penalty);
+    ``finish`` turns the sums into tensors. No copy of contiguous weights:
+    the kernel gets the tensors' addresses (NumPy views would cost more than
+    the pass on small layers), and this object keeps the tensors alive.
+    """
+
+    def __init__(
+        self,
+        weights: Sequence[Tensor],
+        mu: Tensor,
+        log_var: Tensor,
+        logit: Tensor,
+        lam: float,
+        n_threads: int | None = None,
+    ) -> None:
+        self.weights = weights
+        self.params = (mu, log_var, logit)
+        self.lam = lam
+        self.dense = [_dense(w) for w in weights]
+        self.grads = [torch.empty(w.shape, dtype=w.dtype) for w in weights]
+        self.segments = [
+            (w.data_ptr(), g.data_ptr(), w.numel(), w.dtype == torch.float64)
+            for w, g in zip(self.dense, self.grads)
+        ]
+        self.mixture = mixture_of(mu, log_var, logit)
+        # by default torch's own thread count: the setting the rest of the step runs on
+        self.n_threads = torch.get_num_threads() if n_threads is None else n_threads
+        self.raw: tuple[float, float, np.ndarray] | None = None
+
+    def run(self) -> None:
+        """The kernel: ``grad_w`` into the gradient tensors, the sums kept."""
+        self.raw = penalty_raw(self.segments, self.mixture, self.lam, self.n_threads)
+
+    def _views(self) -> tuple[Weights, list[np.ndarray]]:
+        flat = [as_numpy(w).reshape(-1) for w in self.dense]
+        shapes = [tuple(w.shape) for w in self.weights]
+        return Weights(flat, shapes, True), [g.numpy().reshape(-1) for g in self.grads]
+
+    def finish(self) -> Computed:
+        """Value and gradients as tensors (errors as :func:`softshare.penalty`'s)."""
+        assert self.raw is not None, "run() first"
+        n = sum(s[2] for s in self.segments)
+        totals = totals_raw(self.raw, n, self.mixture, self.lam, self._views)
+        g_mu, g_lv, g_logit = (
+            torch.from_numpy(g).to(p.dtype)
+            for g, p in zip((totals.grad_mu, totals.grad_log_var, totals.grad_logit), self.params)
+        )
+        value = torch.tensor(totals.value, dtype=value_dtype(self.weights, self.params))
+        return value, self.grads, g_mu, g_lv, g_logit
+
+
+def compute(
+    weights: Sequence[Tensor],
+    mu: Tensor,
+    log_var: Tensor,
+    logit: Tensor,
+    lam: float,
+    backend: str,
+    *,
+    n_threads: int | None = None,
+) -> Computed:
+    """Value ``lam * Omega`` and its gradients, on the backend ``backend`` selects.
+
+    "native" runs the C++ kernel (``ValueError`` where it does not apply) on
+    ``n_threads`` threads (default: torch's), "torch" the chunked pure-torch
+    implementation, "auto" the kernel where it applies. Non-finite inputs
+    raise ``ValueError`` naming the tensor.
+    """
+    params = (mu, log_var, logit)
+    use_native = backend == "native" or (backend == "auto" and native_applies(weights, params))
+    if use_native:
+        if not native_applies(weights, params):
+            msg = "backend='native' needs CPU tensors and float32/float64 weights"
+            raise ValueError(msg)
+        # softshare.Mixture and the kernel check finiteness themselves
+        call = NativeCall(weights, mu, log_var, logit, lam, n_threads)
+        call.run()
+        return call.finish()
+    for name, p in zip(("mu", "log_var", "logit"), params):
+        check_finite(name, p.detach())
+    for k, w in enumerate(weights):
+        check_finite(f"weights[{k}]", w.detach())
+    value, grads, g_mu, g_lv, g_logit = forward_torch(weights, mu, log_var, logit, lam)
+    return value.to(value_dtype(weights, params)), grads, g_mu, g_lv, g_logit

@@ -1,0 +1,190 @@
+"""The penalty overlapped with the training step: started on a background thread, joined later.
+
+The penalty at step t depends only on the weights and the mixture, which do
+not change between the start of the step and ``optimizer.step()``. So the
+fused pass can run on a background thread (the kernel releases the GIL)
+while the network's forward and backward pass run on the caller's thread,
+and its gradients are handed to autograd afterwards, by a backward pass of
+their own. The gradients are bit-identical to those of the plain form
+``(loss + penalty).backward()``: each ``.grad`` receives the same two terms,
+and a sum of two floating-point numbers does not depend on their order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from .._inputs import as_n_threads, cpu_count
+from ._checks import checked_inputs
+from ._compute import NativeCall, native_applies
+from ._distributed import is_sharded
+from ._function import PenaltyFunction
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from torch import Tensor
+
+__all__ = ["PendingPenalty", "overlap_threads", "start_penalty"]
+
+
+def overlap_threads(n_threads: int | None) -> int:
+    """Threads for an overlapped pass: by default the cores torch's own threads leave free.
+
+    At least 1: on a machine whose cores the step fills, the pass shares them.
+    """
+    if n_threads is None:
+        return max(1, cpu_count() - torch.get_num_threads())
+    return as_n_threads(n_threads, 1)
+
+
+class PendingPenalty:
+    """A penalty being computed on a background thread; :meth:`join` hands its gradients over.
+
+    Made by :func:`softshare.torch.start_penalty` or
+    :meth:`softshare.torch.MixturePrior.start`; not meant to be built directly.
+    """
+
+    def __init__(
+        self,
+        weights: Sequence[Tensor],
+        params: tuple[Tensor, Tensor, Tensor],
+        lam: float,
+        n_threads: int,
+        extra: Callable[[], Tensor] | None = None,
+        watch: Sequence[Tensor] = (),
+    ) -> None:
+        if any(is_sharded(t) for t in (*weights, *params)):
+            msg = "an overlapped penalty needs plain tensors: these are sharded (DTensors)"
+            raise ValueError(msg)
+        if not native_applies(weights, params):
+            msg = "an overlapped penalty needs CPU tensors and float32/float64 weights"
+            raise ValueError(msg)
+        self._weights = list(weights)
+        self._params = params
+        self._lam = lam
+        self._extra = extra
+        # what must not change before the join: the weights, the mixture (and
+        # the parameters it is derived from)
+        self._watched = [*self._weights, *params, *watch]
+        self._versions = [t._version for t in self._watched]
+        self._error: BaseException | None = None
+        self._joined = False
+        # Everything but the kernel happens here, on the caller's thread: the
+        # background thread then needs the GIL only to start the kernel (which
+        # releases it), not for Python work that would wait on the step's
+        # own Python code for the GIL.
+        self._call = NativeCall(self._weights, *params, lam, n_threads)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._call.run()
+        except BaseException as err:  # noqa: BLE001 (re-raised by join, on the caller's thread)
+            self._error = err
+
+    def done(self) -> bool:
+        """Whether the background pass has finished (``join`` will not wait)."""
+        return not self._thread.is_alive()
+
+    def join(self) -> Tensor:
+        """Wait for the pass, then accumulate its gradients into ``.grad``; return the value.
+
+        Call it after the network's ``loss.backward()`` and before
+        ``optimizer.step()``. Every tensor that requires grad gets exactly
+        the gradient the plain form ``(loss + penalty).backward()`` would have
+        given it.
+
+        Returns
+        -------
+        Tensor
+            The penalty's value (0-d, detached), for logging.
+
+        Raises
+        ------
+        ValueError
+            What the penalty itself raises (non-finite weights, overflow).
+        RuntimeError
+            If called twice, or if a weight or mixture parameter was changed
+            in place (an optimizer step) before the join.
+        """
+        if self._joined:
+            msg = "this penalty was joined already: start a new one for each step"
+            raise RuntimeError(msg)
+        self._joined = True
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if [t._version for t in self._watched] != self._versions:
+            msg = (
+                "a weight or mixture parameter changed in place while the penalty was computed "
+                "on it: join() before optimizer.step()"
+            )
+            raise RuntimeError(msg)
+        computed = self._call.finish()
+        apply: Any = PenaltyFunction.apply  # untyped in torch's stubs
+        value: Tensor = apply(self._lam, computed, *self._params, *self._weights)
+        if self._extra is not None:
+            value = value + self._extra()
+        if value.requires_grad:
+            torch.autograd.backward(value)
+        return value.detach()
+
+
+def start_penalty(
+    weights: Tensor | Iterable[Tensor],
+    mu: Tensor,
+    log_var: Tensor,
+    logit: Tensor,
+    lam: float = 1.0,
+    *,
+    n_threads: int | None = None,
+) -> PendingPenalty:
+    """Start ``lam * Omega`` on a background thread; ``join()`` it before ``optimizer.step()``.
+
+    The overlapped form of :func:`softshare.torch.penalty`: instead of adding
+    the penalty to the loss, start it when the step starts, run the
+    network's forward and backward pass, then call ``join()``, which
+    accumulates the penalty's gradients into ``.grad`` (bit-identical to
+    the plain form) and returns its value. Where the step leaves cores idle
+    (``torch.set_num_threads`` below the core count, small layers, Python
+    overhead) the pass costs the step almost nothing.
+
+    Parameters
+    ----------
+    weights, mu, log_var, logit, lam
+        As for :func:`softshare.torch.penalty`; CPU tensors, float32/float64
+        weights, not sharded.
+    n_threads : int, optional
+        Threads of the background pass: by default the cores left after
+        torch's own threads (``torch.get_num_threads()``), at least 1; -1
+        all cores.
+
+    Returns
+    -------
+    PendingPenalty
+        Its ``join()`` returns the value (detached) and hands the gradients
+        to autograd; ``done()`` says whether the pass has finished.
+
+    Raises
+    ------
+    ValueError
+        For the inputs :func:`softshare.torch.penalty` refuses, tensors that
+        are not on the CPU, non-float32/float64 weights, or DTensors.
+    TypeError
+        If a weight or mixture parameter is not a real floating-point tensor.
+
+    Examples
+    --------
+    >>> pending = sst.start_penalty(model.parameters(), mu, log_var, logit, lam)  # doctest: +SKIP
+    >>> criterion(model(x), y).backward()  # doctest: +SKIP
+    >>> pending.join()  # doctest: +SKIP
+    >>> optimizer.step()  # doctest: +SKIP
+    """
+    ws, lam_f = checked_inputs(weights, mu, log_var, logit, lam, "native")
+    return PendingPenalty(ws, (mu, log_var, logit), lam_f, overlap_threads(n_threads))
