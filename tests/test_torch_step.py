@@ -74,7 +74,8 @@ def test_overlapped_trajectory_is_bit_identical(prior_kwargs: dict) -> None:  # 
         loss_o = overlapped_step(*over)
         if step == 0:
             for a, b in zip(all_params(*plain[:2]), all_params(*over[:2])):
-                assert a.grad is not None and b.grad is not None
+                assert a.grad is not None
+                assert b.grad is not None
                 assert torch.equal(a.grad, b.grad)
         assert math.isclose(loss_p, loss_o, rel_tol=1e-6)
     for a, b in zip(all_params(*plain[:2]), all_params(*over[:2])):
@@ -103,7 +104,7 @@ def test_start_penalty_matches_penalty_and_reports_the_value() -> None:
 
 
 def test_join_refuses_changed_weights_and_a_second_join() -> None:
-    model, prior, opt, x, y = make_setup()
+    model, prior, _opt, _x, _y = make_setup()
     pending = prior.start(model, LAM)
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
@@ -125,7 +126,7 @@ def test_start_refuses_what_it_cannot_overlap() -> None:
     mu, log_var, logit = torch.zeros(2), torch.zeros(2), torch.zeros(2)
     with pytest.raises(ValueError, match="CPU tensors and float32/float64"):
         sst.start_penalty(torch.zeros(3, dtype=torch.float16), mu, log_var, logit)
-    with pytest.raises(ValueError, match="backend must be|1-D"):
+    with pytest.raises(ValueError, match=r"1-D"):
         sst.start_penalty(torch.zeros(3), torch.zeros(2, 2), log_var, logit)
     with pytest.raises(ValueError, match="n_threads"):
         sst.start_penalty(torch.zeros(3), mu, log_var, logit, n_threads=0)
