@@ -172,16 +172,23 @@ def test_a_run_replaces_results_json_last(
         ("cnn", 1),
     ]
     assert sorted(p.name for p in out.iterdir()) == ["results.json"]  # no partial file left
-    assert "| mlp | 1 | 10.00 | 12.00 | +2.00 |" in capsys.readouterr().out
+    assert "| mlp | 1 | 10.00 | 12.00 | +2.00 | 5.00 | 7 | 0 | 50.0x | 60.0x |" in (
+        capsys.readouterr().out
+    )
+    assert results["mean"][0]["compression_ratio_entropy"] == 60.0
 
 
 def test_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage: softshare demo" in capsys.readouterr().err
     assert main(["--help"]) == 0
-    assert "usage: softshare demo" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "usage: softshare demo" in out
+    assert "softshare inspect FILE [FILE ...]" in out
     assert main(["train"]) == 2
-    assert "unknown command 'train'" in capsys.readouterr().err
+    assert "unknown command 'train' (the commands are 'demo' and 'inspect')" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow
@@ -206,3 +213,37 @@ def test_ctrl_c_during_training_exits_130_without_a_traceback(tmp_path: Path) ->
     assert "Traceback" not in err
     assert err.splitlines()[-1] == f"softshare demo: interrupted; {tmp_path} holds no results.json"
     assert not (tmp_path / "results.json").exists()
+
+
+def test_inspect_prints_every_layer_and_refuses_other_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from softshare import Mixture, compress
+
+    mix = Mixture([0.0, -0.5, 0.5], [-9.0, -9.0, -9.0], [2.0, 0.0, 0.0])
+    layers = {"fc.weight": np.array([[0.5, 0.0], [-0.5, 0.0]], np.float32), "fc.bias": np.zeros(2)}
+    path = tmp_path / "m.sws"
+    written = compress.write_file(path, layers, mix, keep_mixture=True)
+    assert main(["inspect", str(path), str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"{path}: 6 weights in 2 layers, a codebook of 3 float64 values") == 2
+    assert "a mixture of 3 components" in out
+    assert (
+        f"| fc.weight | (2, 2) | float32 | 4 | 50.00 | 3 | {written.layer_bytes['fc.weight']} |"
+        in out
+    )
+    assert f"| **total** | | | 6 | | | {written.file_bytes} |" in out
+    npz = tmp_path / "q.npz"
+    compress.save_quantized(npz, compress.export_quantized(layers, mix))
+    for bad, message in ((npz, "not a softshare model file"), (tmp_path / "x.sws", "No such file")):
+        with pytest.raises(SystemExit) as info:
+            main(["inspect", str(bad)])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert (
+            err.strip().splitlines()[-1].startswith(f"softshare inspect: error: {bad}: {message}")
+        )
+    with pytest.raises(SystemExit):
+        main(["inspect"])
+    assert "the following arguments are required: FILE" in capsys.readouterr().err

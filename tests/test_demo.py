@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the demo needs PyTorch")
 pytest.importorskip("sklearn", reason="the demo's default data ships with scikit-learn")
 
+import softshare.torch as sst
 from softshare import compress, demo
 
 
@@ -32,30 +33,34 @@ def test_demo_quick_runs_and_writes_results(tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text())
     names = [m["name"] for m in results["models"]]
     assert names == ["mlp", "cnn"]
-    for m in results["models"]:
+    for kind, m in zip(("mlp", "cnn"), results["models"]):
         assert 0.0 <= m["error_before"] <= 1.0
         assert 0.0 <= m["error_after"] <= 1.0
         assert 0.0 < m["nonzero_fraction"] <= 1.0
-        assert m["compression_ratio"] > 1.0
+        # the ratio is the file's, and the file is within 3 % of the entropy bound (or below)
+        size = (out / f"{kind}_seed0.sws").stat().st_size
+        assert m["file_bytes"] == size
+        assert m["compression_ratio"] == pytest.approx(4 * m["n_weights"] / size)
+        assert m["compression_ratio"] >= m["compression_ratio_entropy"] / 1.03
+        assert f"| {kind} | 0 |" in proc.stdout
+        assert f" | {size} | {m['compression_ratio']:.1f}x | " in proc.stdout
     data = demo.load_data(None, seed=0)
     x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
     for kind, m in zip(("mlp", "cnn"), results["models"]):
         for fig in ("histogram", "scatter", "mixture"):
             assert (out / f"{kind}_seed0_{fig}.png").stat().st_size > 1000
-        with np.load(out / f"{kind}_seed0.npz") as z:
-            exported = dict(z)
-        assert "codebook" in exported
         # the library rebuilds the quantized network that scored error_after
-        weights = compress.load_quantized(exported)
+        weights = compress.read_file(out / f"{kind}_seed0.sws")
         model = demo.make_model(kind, data.side)
         params = dict(model.named_parameters())
-        assert sorted(weights) == sorted(n.replace(".", "_") for n in params)
+        assert list(weights) == list(params)
+        for name, p in params.items():
+            assert weights[name].dtype == np.float32
+            assert weights[name].shape == tuple(p.shape)
+        assert sst.load_compressed(out / f"{kind}_seed0.sws", model) is None
+        for name, p in params.items():
+            np.testing.assert_array_equal(p.detach().numpy(), weights[name])
         with torch.no_grad():
-            for name, p in params.items():
-                w = weights[name.replace(".", "_")]
-                assert w.dtype == np.float32
-                assert w.shape == tuple(p.shape)
-                p.copy_(torch.from_numpy(w))
             error = float((model(x_test).argmax(dim=1) != y_test).float().mean())
         # within one test image: another torch thread count may flip a near-tie
         assert error == pytest.approx(m["error_after"], abs=1.01 / len(y_test))
@@ -77,8 +82,8 @@ def test_zero_pretraining_epochs_keep_the_initial_weights(tmp_path: Path) -> Non
     with torch.no_grad():
         pred = model(torch.from_numpy(x_test)).argmax(dim=1).numpy()
     assert result.error_before == pytest.approx(float(np.mean(pred != y_test)))
-    assert compress.load_quantized(tmp_path / "cnn_seed0.npz").keys() == {
-        n.replace(".", "_") for n, _ in model.named_parameters()
+    assert compress.read_file(tmp_path / "cnn_seed0.sws").keys() == {
+        n for n, _ in model.named_parameters()
     }
 
 

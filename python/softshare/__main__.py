@@ -1,4 +1,4 @@
-"""``python -m softshare demo ...`` (also the ``softshare`` console script)."""
+"""``python -m softshare demo|inspect ...`` (also the ``softshare`` console script)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch ``softshare <command>``; the one command is ``demo``.
+    """Dispatch ``softshare <command>``: ``demo`` or ``inspect``.
 
     Returns the exit status: 0, 2 for a usage error (argparse exits with 2 for
     a bad ``demo`` argument), 130 for an interrupted run.
@@ -14,13 +14,19 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in {"-h", "--help"}:
         usage = (
-            "usage: softshare demo [--quick] [--seeds K] [--data PATH] [--out DIR] (demo --help)"
+            "usage: softshare demo [--quick] [--seeds K] [--data PATH] [--out DIR] (demo --help)\n"
+            "       softshare inspect FILE [FILE ...]   (a compressed model file's layers)"
         )
         print(usage, file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
+    if args[0] == "inspect":
+        from .demo._inspect import main as inspect_main
+
+        return inspect_main(args[1:])
     if args[0] != "demo":
         print(
-            f"softshare: unknown command {args[0]!r} (the one command is 'demo')", file=sys.stderr
+            f"softshare: unknown command {args[0]!r} (the commands are 'demo' and 'inspect')",
+            file=sys.stderr,
         )
         return 2
     try:

@@ -5,31 +5,30 @@ on it, the closed-form EM update, merging of coinciding components and pruning
 of dead ones, quantization of every weight to its component's mean, and the
 storage cost in the sparse format of Han, Mao & Dally (2016) with real Huffman
 code lengths, with an export/load pair that reconstructs the quantized weights
-exactly. :mod:`softshare.demo` runs the whole recipe with PyTorch.
+exactly, and the compressed model file that stores them entropy-coded
+(:func:`write_file`, :func:`read_file`, :func:`inspect_file`; docs/format.md).
+:mod:`softshare.demo` runs the whole recipe with PyTorch.
 """
 
 from __future__ import annotations
 
 from .._hyperprior import HyperPrior
+from ._codes import huffman_code_lengths, sparse_entries
 from ._em import em_step, log_likelihood
 from ._export import export_indices, export_quantized, load_quantized, save_quantized
+from ._file import ModelFile, inspect_file, read_file, write_file
 from ._init import init_mixture
 from ._merge import MergeReport, merge_components, symmetric_kl
 from ._npzfile import read_npz
 from ._quantize import assign, quantize
-from ._storage import (
-    CompressionReport,
-    LayerCost,
-    compression_report,
-    huffman_code_lengths,
-    sparse_entries,
-)
+from ._storage import CompressionReport, LayerCost, compression_report
 
 __all__ = [
     "CompressionReport",
     "HyperPrior",
     "LayerCost",
     "MergeReport",
+    "ModelFile",
     "assign",
     "compression_report",
     "em_step",
@@ -37,12 +36,15 @@ __all__ = [
     "export_quantized",
     "huffman_code_lengths",
     "init_mixture",
+    "inspect_file",
     "load_quantized",
     "log_likelihood",
     "merge_components",
     "quantize",
+    "read_file",
     "read_npz",
     "save_quantized",
     "sparse_entries",
     "symmetric_kl",
+    "write_file",
 ]

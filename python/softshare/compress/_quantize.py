@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._assign import assign_components
 from .._inputs import as_mixture, as_weights
 
 if TYPE_CHECKING:
@@ -13,8 +14,6 @@ if TYPE_CHECKING:
 
     from .._inputs import WeightsLike
     from .._mixture import Mixture
-
-_CHUNK = 1 << 15
 
 
 def assign(weights: ArrayLike, mixture: Mixture, *, use_pi: bool = True) -> NDArray[np.intp]:
@@ -37,16 +36,7 @@ def assign(weights: ArrayLike, mixture: Mixture, *, use_pi: bool = True) -> NDAr
     ndarray of intp
         The component index of every weight, shaped like ``weights``.
     """
-    mix = as_mixture(mixture)
-    arr = np.asarray(weights, dtype=np.float64)
-    flat = arr.reshape(-1)
-    out = np.empty(flat.shape, dtype=np.intp)
-    base = -0.5 * mix.log_var + (mix.log_pi if use_pi else 0.0)
-    inv2var = 0.5 / mix.var
-    for i0 in range(0, flat.size, _CHUNK):
-        d = flat[i0 : i0 + _CHUNK, None] - mix.mu[None, :]
-        out[i0 : i0 + _CHUNK] = np.argmax(base - d * d * inv2var, axis=1)
-    return out.reshape(arr.shape)
+    return assign_components(weights, mixture, use_pi=use_pi)
 
 
 def quantize(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import heapq
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -10,94 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._codes import _entropy_bits, huffman_code_lengths, sparse_entries
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from numpy.typing import ArrayLike, NDArray
 
-
-def huffman_code_lengths(counts: Mapping[Any, int]) -> dict[Any, int]:
-    """Code length of every symbol in an optimal (Huffman) prefix code.
-
-    Parameters
-    ----------
-    counts : mapping of symbol to int
-        How often each symbol occurs.
-
-    Returns
-    -------
-    dict of symbol to int
-        The code length in bits of every symbol with a positive count (symbols
-        with count 0 are left out; a single symbol gets length 1). For >= 2
-        symbols the lengths satisfy Kraft's equality ``sum 2^-l = 1``.
-    """
-    items = [(c, i, s) for i, (s, c) in enumerate(counts.items()) if c > 0]
-    if not items:
-        return {}
-    if len(items) == 1:
-        return {items[0][2]: 1}
-    depth = {s: 0 for _, _, s in items}
-    heap: list[tuple[int, int, list[Any]]] = [(c, i, [s]) for c, i, s in items]
-    heapq.heapify(heap)
-    tie = len(items)
-    while len(heap) > 1:
-        c1, _, s1 = heapq.heappop(heap)
-        c2, _, s2 = heapq.heappop(heap)
-        for s in (*s1, *s2):
-            depth[s] += 1
-        heapq.heappush(heap, (c1 + c2, tie, s1 + s2))
-        tie += 1
-    return depth
-
-
-def _entropy_bits(counts: Mapping[Any, int]) -> float:
-    """Total bits of the symbols at their empirical entropy (the Huffman lower bound)."""
-    total = sum(counts.values())
-    if total == 0:
-        return 0.0
-    return -sum(c * math.log2(c / total) for c in counts.values() if c > 0)
-
-
-def sparse_entries(
-    values: NDArray[np.intp], zero_index: int, index_bits: int
-) -> tuple[list[int], list[int]]:
-    """Han et al.'s relative-index sparse stream of one layer.
-
-    Each stored entry has a gap ``d`` (1 .. 2^index_bits) to the previous
-    stored entry; a longer gap is bridged with filler zeros (entries with
-    ``zero_index`` at the largest gap).
-
-    Parameters
-    ----------
-    values : array of int
-        Codebook indices in storage order.
-    zero_index : int
-        The index whose entries are not stored.
-    index_bits : int
-        Width of the relative index.
-
-    Returns
-    -------
-    (gaps, symbols)
-        ``gaps[k] - 1`` is what the index stream stores; ``symbols[k]`` the
-        codebook index of entry k.
-    """
-    flat = np.asarray(values).reshape(-1)
-    positions = np.flatnonzero(flat != zero_index)
-    max_gap = 1 << index_bits
-    gaps: list[int] = []
-    symbols: list[int] = []
-    prev = -1
-    for p in positions.tolist():
-        d = p - prev
-        while d > max_gap:
-            gaps.append(max_gap)
-            symbols.append(zero_index)
-            d -= max_gap
-        gaps.append(d)
-        symbols.append(int(flat[p]))
-        prev = p
-    return gaps, symbols
+    from .._modelfile import ModelFile
 
 
 @dataclass(frozen=True)
@@ -114,6 +34,9 @@ class LayerCost:
     bits_huffman, bits_entropy, bits_fixed : int, float, int
         Bits of both streams with Huffman codes, at their entropy bound, and
         with fixed-width codes.
+    file_bytes : int or None
+        Bytes of the layer's data in a compressed model file (see
+        :meth:`CompressionReport.with_file`), or None.
     """
 
     name: str
@@ -125,6 +48,7 @@ class LayerCost:
     bits_huffman: int
     bits_entropy: float
     bits_fixed: int
+    file_bytes: int | None = None
 
     @property
     def nonzero_fraction(self) -> float:
@@ -147,11 +71,37 @@ class CompressionReport:
         One per layer, in the input's order.
     codebook_size, codebook_bits : int
         Values in the codebook and their bits (32 each).
+    file_bytes, file_codebook_bytes : int or None
+        Bytes of the compressed model file and of its codebook, or None (see
+        :meth:`with_file`).
     """
 
     layers: list[LayerCost]
     codebook_size: int
     codebook_bits: int
+    file_bytes: int | None = None
+    file_codebook_bytes: int | None = None
+
+    def with_file(self, model_file: ModelFile) -> CompressionReport:
+        """This report with the real bytes of a compressed model file of the same layers.
+
+        Raises ValueError when the file's layers are not the report's.
+        """
+        if list(model_file.layer_bytes) != [c.name for c in self.layers]:
+            msg = (
+                f"the file's layers {list(model_file.layer_bytes)[:6]} are not the report's "
+                f"{[c.name for c in self.layers][:6]}"
+            )
+            raise ValueError(msg)
+        return dataclasses.replace(
+            self,
+            layers=[
+                dataclasses.replace(c, file_bytes=model_file.layer_bytes[c.name])
+                for c in self.layers
+            ],
+            file_bytes=model_file.file_bytes,
+            file_codebook_bytes=model_file.codebook_bytes,
+        )
 
     @property
     def n_weights(self) -> int:
@@ -179,33 +129,69 @@ class CompressionReport:
         return 32.0 * self.n_weights / self.bits_huffman
 
     @property
+    def ratio_entropy(self) -> float:
+        """float32 size of all weights / their entropy bound."""
+        return 32.0 * self.n_weights / self.bits_entropy
+
+    @property
+    def ratio_file(self) -> float:
+        """float32 size of all weights / the compressed model file's size (nan without one)."""
+        return 4.0 * self.n_weights / self.file_bytes if self.file_bytes else math.nan
+
+    @property
     def nonzero_fraction(self) -> float:
         """Fraction of all weights that are not zero."""
         return sum(layer.n_nonzero for layer in self.layers) / max(self.n_weights, 1)
 
     def to_markdown(self) -> str:
-        """The table: layer, weights, non-zero %, distinct values, bits, ratio vs float32."""
+        """The table: layer, weights, non-zero %, distinct values, bits, file bytes, ratios."""
+        file = self.file_bytes is not None
         rows = [
-            "| layer | kind | weights | non-zero % | distinct values | bits (Huffman) | ratio |",
-            "|---|---|---:|---:|---:|---:|---:|",
+            "| layer | kind | weights | non-zero % | distinct values | bits (Huffman) | "
+            + ("bits (entropy) | file bytes | ratio (file) |" if file else "ratio |"),
+            "|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if file else ""),
         ]
         for c in self.layers:
+            ratio = f"{4 * c.n_weights / c.file_bytes:.1f}x" if c.file_bytes else "-"
             rows.append(
                 f"| {c.name} | {c.kind} | {c.n_weights} | {100 * c.nonzero_fraction:.2f} | "
-                f"{c.n_distinct} | {c.bits_huffman} | {c.ratio:.1f}x |"
+                f"{c.n_distinct} | {c.bits_huffman} | "
+                + (
+                    f"{c.bits_entropy:.0f} | {c.file_bytes} | {ratio} |"
+                    if file
+                    else f"{c.ratio:.1f}x |"
+                )
             )
         rows.append(
-            f"| codebook | - | {self.codebook_size} values | - | - | {self.codebook_bits} | - |"
+            f"| codebook | - | {self.codebook_size} values | - | - | {self.codebook_bits} | "
+            + (f"{self.codebook_bits} | {self.file_codebook_bytes} | - |" if file else "- |")
         )
+        if file:
+            rest = self.file_bytes - (self.file_codebook_bytes or 0)  # type: ignore[operator]
+            rest -= sum(c.file_bytes or 0 for c in self.layers)
+            rows.append(f"| header | - | - | - | - | - | - | {rest} | - |")
         rows.append(
             f"| **total** | | {self.n_weights} | {100 * self.nonzero_fraction:.2f} | "
-            f"{self.codebook_size} | {self.bits_huffman} | **{self.ratio:.1f}x** |"
+            f"{self.codebook_size} | {self.bits_huffman} | "
+            + (
+                f"{self.bits_entropy:.0f} | {self.file_bytes} | **{self.ratio_file:.1f}x** |"
+                if file
+                else f"**{self.ratio:.1f}x** |"
+            )
         )
         rows.append("")
-        rows.append(
-            f"Entropy bound: {32 * self.n_weights / self.bits_entropy:.1f}x; fixed-width codes: "
-            f"{32 * self.n_weights / self.bits_fixed:.1f}x."
+        line = (
+            f"Entropy bound: {self.ratio_entropy:.1f}x; Huffman codes: {self.ratio:.1f}x; "
+            f"fixed-width codes: {32 * self.n_weights / self.bits_fixed:.1f}x."
         )
+        if file:
+            above = 100 * (8 * self.file_bytes / self.bits_entropy - 1)  # type: ignore[operator]
+            side = "above" if above > 0 else "below"
+            line = (
+                f"File: {self.file_bytes} bytes, {self.ratio_file:.1f}x "
+                f"({abs(above):.1f} % {side} the entropy bound). " + line
+            )
+        rows.append(line)
         return "\n".join(rows)
 
 

@@ -25,14 +25,18 @@ if TYPE_CHECKING:
 def _table(rows: list[RunResult]) -> str:
     """The summary table: one row per network and seed."""
     lines = [
-        "| network | seed | error before % | error after % | Δ pp | non-zero % | components | ratio (Huffman) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        (
+            "| network | seed | error before % | error after % | Δ pp | non-zero % | components "
+            "| file bytes | ratio (file) | entropy bound |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.name} | {r.seed} | {100 * r.error_before:.2f} | {100 * r.error_after:.2f} | "
             f"{100 * (r.error_after - r.error_before):+.2f} | {100 * r.nonzero_fraction:.2f} | "
-            f"{r.n_components} | {r.compression_ratio:.1f}x |"
+            f"{r.n_components} | {r.file_bytes} | {r.compression_ratio:.1f}x | "
+            f"{r.compression_ratio_entropy:.1f}x |"
         )
     return "\n".join(lines)
 
@@ -96,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_out_folder,
         default="softshare-demo",
         metavar="DIR",
-        help="folder for the exports, figures and results.json (made if missing). A run "
+        help="folder for the compressed model files (<model>_seed<k>.sws: see softshare "
+        "inspect), figures and results.json (made if missing). A run "
         "removes results.json first and writes it last: a folder without one holds an "
         "interrupted or failed run",
     )
@@ -210,6 +215,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 "nonzero_fraction",
                 "n_components",
                 "compression_ratio",
+                "compression_ratio_entropy",
             )
         }
         summary.append({"name": kind, **mean})
@@ -229,5 +235,5 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     partial = args.out / "results.json.partial"
     partial.write_text(json.dumps(results, indent=2))
     os.replace(partial, args.out / "results.json")  # complete or absent, never half-written
-    print(f"\nfigures and results.json in {args.out}")
+    print(f"\ncompressed model files (*.sws), figures and results.json in {args.out}")
     return 0

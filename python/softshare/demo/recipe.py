@@ -49,7 +49,13 @@ class Config:
 
 @dataclass
 class RunResult:
-    """What the recipe achieved on one network: test errors, sparsity, compression."""
+    """What the recipe achieved on one network: test errors, sparsity, compression.
+
+    ``compression_ratio`` is float32 size over the bytes of the compressed model
+    file written (``file_bytes``); ``compression_ratio_entropy`` the report's
+    entropy bound, ``compression_ratio_huffman`` and ``compression_ratio_fixed``
+    its Huffman and fixed-width figures for Han et al.'s format.
+    """
 
     name: str
     seed: int
@@ -64,6 +70,8 @@ class RunResult:
     merge: str
     seconds: float
     n_weights: int
+    file_bytes: int = 0
+    compression_ratio_huffman: float = math.nan
     table: str = field(repr=False, default="")
 
 
@@ -96,7 +104,7 @@ def run_network(
     seed : int
         Seeds torch's global RNG (the model's initialisation) and the batches.
     out : Path
-        Folder for ``<kind>_seed<seed>.npz`` and the figures.
+        Folder for the compressed model file ``<kind>_seed<seed>.sws`` and the figures.
     progress : bool
         Draw progress bars on stderr.
     plots : bool
@@ -121,7 +129,7 @@ def run_network(
     retrained = retrain_with_prior(s, pretrained.weights)
     quantized = merge_and_quantize(s, retrained)
     finetuned = finetune_quantized(s, quantized)
-    report = report_and_export(s, finetuned, out / f"{kind}_seed{seed}.npz")
+    report = report_and_export(s, finetuned, out / f"{kind}_seed{seed}.sws")
     if plots:
         _figures(
             kind,
@@ -141,11 +149,13 @@ def run_network(
         error_retrained=retrained.error,
         nonzero_fraction=report.nonzero_fraction,
         n_components=len(used),
-        compression_ratio=report.ratio,
-        compression_ratio_entropy=32 * report.n_weights / report.bits_entropy,
+        compression_ratio=report.ratio_file,
+        compression_ratio_entropy=report.ratio_entropy,
         compression_ratio_fixed=32 * report.n_weights / report.bits_fixed,
         merge=str(quantized.merge),
         seconds=time.perf_counter() - t_start,
         n_weights=report.n_weights,
+        file_bytes=report.file_bytes or 0,
+        compression_ratio_huffman=report.ratio,
         table=report.to_markdown(),
     )

@@ -257,11 +257,15 @@ def finetune_quantized(s: Setup, quantized: Quantized) -> Finetuned:
 
 
 def report_and_export(s: Setup, finetuned: Finetuned, path: Path) -> compress.CompressionReport:
-    """6. The storage cost in Han et al.'s format, and the export written to ``path``."""
-    named = list(s.model.named_parameters())
-    names = [n.replace(".", "_") for n, _ in named]
-    kinds = {n: ("conv" if p.ndim == 4 else "dense") for n, (_, p) in zip(names, named)}
+    """6. The storage cost in Han et al.'s format, and the compressed model file at ``path``.
+
+    The file (:func:`softshare.compress.write_file`) names the layers as the
+    model does, so ``softshare.torch.load_compressed`` loads it into
+    ``make_model(kind)``; the report gains its real bytes.
+    """
+    names = [n for n, _ in s.model.named_parameters()]
+    kinds = {n: ("conv" if p.ndim == 4 else "dense") for n, p in s.model.named_parameters()}
     indices = dict(zip(names, finetuned.indices))
     report = compress.compression_report(indices, finetuned.codebook, kinds=kinds)
-    compress.save_quantized(path, compress.export_indices(indices, finetuned.codebook))
-    return report
+    written = compress.write_file(path, compress.export_indices(indices, finetuned.codebook))
+    return report.with_file(written)

@@ -23,6 +23,7 @@ Modules: :mod:`softshare.torch._op` (the op and :func:`penalty`),
 
 from __future__ import annotations
 
+from ._file import load_compressed, save_compressed
 from ._op import BACKENDS, TensorOrTensors, penalty
 from ._overlap import PendingPenalty, start_penalty
 from .prior import MixturePrior
@@ -32,6 +33,8 @@ __all__ = [
     "MixturePrior",
     "PendingPenalty",
     "TensorOrTensors",
+    "load_compressed",
     "penalty",
+    "save_compressed",
     "start_penalty",
 ]

@@ -1,0 +1,107 @@
+"""``softshare.torch.save_compressed`` / ``load_compressed``: a module's quantized weights and prior."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import softshare.torch as sst
+from softshare import compress
+
+
+def _net(hidden: int = 30) -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 36, hidden),
+    )
+
+
+def _prior() -> sst.MixturePrior:
+    return sst.MixturePrior(
+        mu=[0.0, -0.2, 0.1, 0.25], log_var=[-9.0, -6.0, -6.0, -6.0], logit=[2.0, 0.0, 0.0, 0.0],
+        zero_component=True,
+    )  # fmt: skip
+
+
+def test_save_then_load_gives_the_quantized_module(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, prior = _net(), _prior()
+    path = tmp_path / "net.sws"
+    written = sst.save_compressed(path, model, prior)
+    names = [n for n, _ in model.named_parameters()]
+    assert list(written.layer_bytes) == names
+    weights = [p.detach().numpy() for p in model.parameters()]
+    expected, _ = compress.quantize(weights, prior.mixture())
+    fresh = _net()
+    mixture = sst.load_compressed(path, fresh)
+    for p, q in zip(fresh.parameters(), expected):
+        assert p.dtype == torch.float32
+        np.testing.assert_array_equal(p.detach().numpy(), q)
+    assert mixture is not None
+    np.testing.assert_array_equal(mixture.mu, prior.mixture().mu)
+    # the same file through NumPy, and the prior set from it
+    loaded = compress.read_file(path)
+    for name, q in zip(names, expected):
+        np.testing.assert_array_equal(loaded[name], q)
+    other = sst.MixturePrior(mu=[1.0] * 4, log_var=[0.0] * 4, logit=[0.0] * 4)
+    sst.load_compressed(path, _net(), other)
+    np.testing.assert_array_equal(other.mixture().log_var, prior.mixture().log_var)
+    np.testing.assert_allclose(other.mixture().logit, prior.mixture().logit, atol=1e-12)
+
+
+def test_a_prior_inside_the_module_is_left_out(tmp_path: Path) -> None:
+    model, prior = _net(), _prior()
+    model.prior = prior  # registered as a submodule: its parameters are not weights
+    written = sst.save_compressed(tmp_path / "n.sws", model, prior)
+    assert not any(n.startswith("prior.") for n in written.layer_bytes)
+    target = _net()
+    target.prior = _prior()
+    sst.load_compressed(tmp_path / "n.sws", target)
+
+
+def test_float64_and_half_parameters(tmp_path: Path) -> None:
+    model = torch.nn.Linear(5, 3).double()
+    prior = sst.MixturePrior.from_mixture(_prior().mixture(), dtype=torch.float64)
+    written = sst.save_compressed(tmp_path / "d.sws", model, prior)
+    assert set(map(str, written.dtypes.values())) == {"float64"}
+    half = torch.nn.Linear(5, 3).half()
+    sst.load_compressed(tmp_path / "d.sws", half)
+    expected, _ = compress.quantize(
+        [p.detach().numpy() for p in model.parameters()], prior.mixture()
+    )
+    for p, q in zip(half.parameters(), expected):
+        assert p.dtype == torch.float16
+        np.testing.assert_array_equal(p.detach().numpy(), q.astype(np.float16))
+
+
+def test_a_different_architecture_is_refused_with_what_differs(tmp_path: Path) -> None:
+    path = tmp_path / "n.sws"
+    sst.save_compressed(path, _net(), _prior())
+    before = [p.detach().clone() for p in _net(31).parameters()]
+    wider = _net(31)
+    for p, b in zip(wider.parameters(), before):
+        p.data.copy_(b)
+    with pytest.raises(
+        ValueError, match=r"shapes differ: \['3.weight: file \(30, 144\), module \(31, 144\)'"
+    ):
+        sst.load_compressed(path, wider)
+    for p, b in zip(wider.parameters(), before):  # nothing was copied
+        assert torch.equal(p, b)
+    deeper = torch.nn.Sequential(*_net(), torch.nn.Linear(30, 2))
+    with pytest.raises(ValueError, match=r"missing from the file: \['4.bias', '4.weight'\]"):
+        sst.load_compressed(path, deeper)
+    with pytest.raises(ValueError, match=r"not in the module: \['3.bias', '3.weight'\]"):
+        sst.load_compressed(path, torch.nn.Sequential(*list(_net())[:3]))
+    with pytest.raises(ValueError, match="the prior has 2 components, the file 4 components"):
+        sst.load_compressed(path, _net(), sst.MixturePrior([0.0, 1.0], [0.0, 0.0], [0.0, 0.0]))
+    compress.write_file(tmp_path / "plain.sws", {"w": np.zeros(3)}, _prior().mixture())
+    with pytest.raises(ValueError, match="the file no mixture"):
+        sst.load_compressed(tmp_path / "plain.sws", torch.nn.Module(), _prior())
+    with pytest.raises(TypeError, match=r"need an nn\.Module and a MixturePrior"):
+        sst.save_compressed(path, _net(), prior=_prior().mixture())  # type: ignore[arg-type]
