@@ -168,3 +168,26 @@ def test_gradient_matches_numpy_and_is_not_aliased_across_steps() -> None:
     prior(model, 2 * LAM).backward()  # a later step must not write into the first .grad tensors
     for g, s in zip(grads, snapshot):
         assert torch.equal(g, s)
+
+
+def test_penalize_selects_what_the_prior_applies_to() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    mix = ([0.0, 0.1], [-4.0, -4.0], [0.0, 0.0])
+    weights = [p for p in model.parameters() if p.dim() >= 2]
+    for penalize, expected in [
+        ("all", list(model.parameters())),
+        ("weights", weights),
+        (lambda name, _p: name.endswith("bias"), [model[0].bias, model[1].bias, model[2].bias]),
+    ]:
+        prior = sst.MixturePrior(*mix, penalize=penalize)
+        chosen = prior.penalized_parameters(model)
+        assert [id(p) for p in chosen] == [id(p) for p in expected]
+        direct = sst.penalty(expected, *prior.effective(), LAM)
+        assert prior(model, LAM).item() == direct.item()
+    for p in model.parameters():
+        p.grad = None
+    sst.MixturePrior(*mix, penalize="weights")(model, LAM).backward()
+    assert model[0].bias.grad is None
+    assert model[0].weight.grad is not None
+    with pytest.raises(ValueError, match="penalize must be"):
+        sst.MixturePrior(*mix, penalize="biases")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -48,6 +48,11 @@ class MixturePrior(nn.Module):
         (FSDP2) need no option: they are detected.
     process_group : ProcessGroup, optional
         The group for ``split_work`` (default: the world).
+    penalize : {"all", "weights"} or callable, default "all"
+        Which of a module's parameters the prior applies to: all of them,
+        those of 2 or more dimensions ("weights": dense and conv kernels,
+        not biases or norm scales), or those ``penalize(name, param)`` is
+        true for. Tensors passed directly are always penalised.
 
     Examples
     --------
@@ -67,8 +72,13 @@ class MixturePrior(nn.Module):
         hyperprior: HyperPrior | None = None,
         split_work: bool = False,
         process_group: Any = None,
+        penalize: str | Callable[[str, Tensor], bool] = "all",
     ) -> None:
         super().__init__()
+        if not callable(penalize) and penalize not in ("all", "weights"):
+            msg = f'penalize must be "all", "weights" or a callable (name, param) -> bool, got {penalize!r}'
+            raise ValueError(msg)
+        self.penalize = penalize
         tensors = [self._as_tensor(x) for x in (mu, log_var, logit)]
         mixture_of(*tensors)  # checks the values
         if pi_zero is not None and not 0.0 < pi_zero < 1.0:
@@ -150,10 +160,23 @@ class MixturePrior(nn.Module):
         return mixture_of(*self.effective())
 
     def penalized_parameters(self, model_or_params: nn.Module | TensorOrTensors) -> list[Tensor]:
-        """The tensors the prior applies to: a module's parameters except the prior's own."""
+        """The tensors the prior applies to: the given ones, or a module's parameters
+        (those ``penalize`` selects) except the prior's own."""
         if isinstance(model_or_params, nn.Module):
             own = {id(p) for p in self.parameters()}
-            return [p for p in model_or_params.parameters() if id(p) not in own]
+            keep = self.penalize
+            if isinstance(keep, str):  # "all" or "weights"
+                every = keep == "all"
+                return [
+                    p
+                    for p in model_or_params.parameters()
+                    if id(p) not in own and (every or p.dim() >= 2)
+                ]
+            return [
+                p
+                for name, p in model_or_params.named_parameters()
+                if id(p) not in own and keep(name, p)
+            ]
         if isinstance(model_or_params, Tensor):
             return [model_or_params]
         return list(model_or_params)
@@ -167,8 +190,12 @@ class MixturePrior(nn.Module):
     ) -> Tensor:
         """``lam * Omega`` over a module's parameters (or the given tensors).
 
-        With a hyperprior, ``hyper_lam`` times its negative log-density is added
-        (default: ``lam``, i.e. the hyper-priors weigh like one weight's prior).
+        ``Omega`` is the mixture's whole negative log-density, normalising
+        constants included (``docs/math.md``). With a hyperprior, ``hyper_lam``
+        times its negative log-density is added (default: ``lam``, i.e. the
+        hyper-priors weigh like one weight's prior); that term leaves out the
+        Gamma and Beta densities' normalising constants, so it differs from
+        the paper's formula by a constant (no gradient depends on it).
         """
         mu, log_var, logit = self.effective()
         value = penalty(
