@@ -113,8 +113,7 @@ def assert_agrees(
     ref_stats = np.where(np.isfinite(ref.stats), ref.stats, 0.0)
     ref = dataclasses.replace(ref, stats=ref_stats, **finite_ref)  # type: ignore[arg-type]
     dtype = weights.dtype.type
-    if dtype == np.float32:
-        _forgive_float32_underflow(fields, ref, mix, lam)
+    _forgive_underflow(fields, ref, mix, lam, dtype)
     rtol = 10 * tolerance(dtype)
     if float(np.max(cond, initial=1.0)) * float(np.finfo(dtype).eps) > 0.1:
         # Log-terms so large that their rounding in the weights' precision is
@@ -134,20 +133,25 @@ def assert_agrees(
     )
 
 
-def _forgive_float32_underflow(
-    fields: dict[str, object], ref: softshare.PenaltyResult, mix: softshare.Mixture, lam: float
+def _forgive_underflow(
+    fields: dict[str, object],
+    ref: softshare.PenaltyResult,
+    mix: softshare.Mixture,
+    lam: float,
+    dtype: type,
 ) -> None:
-    """Accept the float32 kernel's underflow of ``z = (w - mu) / sigma`` terms.
+    """Accept the kernel's underflow of ``z = (w - mu) / sigma`` terms.
 
-    float32 sums ``gamma z`` and ``gamma z^2`` in units of ``z``: terms below
-    its smallest subnormal (1.4e-45) are lost, an absolute error of about that
+    The kernel sums ``gamma z`` and ``gamma z^2`` in units of ``z``: terms below
+    its dtype's smallest subnormal (1.4e-45 in float32, 4.9e-324 in float64:
+    a float64 weight 1e-162 from a wide component) are lost, an absolute error of about that
     times ``sigma_j`` in S1 and ``sigma_j^2`` in S2 per weight, and what follows
     from them in the mixture's gradients; negligible next to S0 sigma_j and S0
     sigma_j^2, but beyond bounds relative to the sums themselves when the
     weights sit within 1e-23 sigma of a component. Entries within that are set
     to the reference's.
     """
-    floor = 64 * float(np.finfo(np.float32).smallest_subnormal) * ref.n
+    floor = 64 * float(np.finfo(dtype).smallest_subnormal) * ref.n
     sigma = mix.sigma / math.sqrt(0.5 * math.log2(math.e))  # 1 / r: units of z
     with np.errstate(over="ignore", divide="ignore", under="ignore", invalid="ignore"):
         allow = {
@@ -524,3 +528,15 @@ def test_hypothesis_extremes(problem: tuple[object, ...]) -> None:
     expected = _scaled_oracle(w, mix, lam_f)
     assert math.isfinite(expected.value), "the kernel gave a value where none is representable"
     assert abs(native.value - expected.value) <= 1e-5 * expected.scale
+
+
+def test_float64_terms_below_the_smallest_subnormal() -> None:
+    # z^2 of a weight 2.5e-162 from a component of sigma e^15.5 is below
+    # float64's smallest subnormal: the kernel's S2 is 0, the reference's
+    # d^2 rounds to 5e-324 (found by hypothesis)
+    w = np.array([2.46479649e-162])
+    mix = softshare.Mixture([0.0], [31.0], [0.0])
+    native, ref = softshare.penalty(w, mix, 1.0), softshare.reference.penalty(w, mix, 1.0)
+    assert native.stats[2][0] == 0.0
+    assert ref.stats[2][0] > 0.0
+    assert_agrees(native, ref, w, mix, 1.0)

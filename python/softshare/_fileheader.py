@@ -1,19 +1,17 @@
 """The compressed model file's header stream: codebook, layer names, shapes, dtypes and mixture.
 
-Every value goes through the adaptive arithmetic coder of the native core
-(``_core.StreamEncoder``), so that repeated structure costs little: a name is
-cut into numbers, words and single bytes, each coded as "the same as in the
-previous name" or against what came before (a word list seeded with common
-parameter names, most recent first); a dimension as one of the eight most
-recent ones or a new number; a float as its sign, its exponent's change and
-its raw mantissa. docs/format.md gives the exact order.
+Every value goes through the native core's adaptive arithmetic coder: a name
+as numbers, words and bytes, each "as in the previous name" or against what
+came before (a move-to-front word list seeded with common parameter names); a
+dimension as one of the 8 most recent or a new number; a float as sign,
+exponent change and raw mantissa. docs/format.md gives the exact order.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,7 +27,10 @@ MAX_NAME_BYTES = 4096
 MAX_NDIM = 32
 MAX_DIM = 1 << 48
 MAX_COMPONENTS = 1 << 16
-MAX_LAYERS = 1 << 20  # and 64 per byte of header: an eighth of a bit each
+MAX_LAYERS = 1 << 20
+MAX_WORDS = 256  # the move-to-front list of words keeps the most recent ones only
+# per byte of header: layers and bytes of names (real headers: < 1 and about 10)
+LAYERS_PER_BYTE, NAME_BYTES_PER_BYTE = 4, 64
 
 #: Words a layer name most likely holds, in the order the word list starts with.
 WORDS = (
@@ -85,29 +86,24 @@ class _Coder:
         self.tokens: list[tuple[int, bytes]] | None = None  # the previous name's
         self.name_budget: int | None = None  # bytes of names a decoder may still make
 
-    def bit(self, ctx: int, y: int = 0) -> int:
+    def _code(self, op: str, v: int, *args: int) -> int:
+        """``v`` through the encoder's ``op`` (bit, symbol, uint, raw), or the decoded value."""
         if self.enc is not None:
-            self.enc.bit(ctx, y)
-            return y
-        return self.dec.bit(ctx)  # type: ignore[union-attr]
+            getattr(self.enc, op)(*args, v)
+            return v
+        return int(getattr(self.dec, op)(*args))
+
+    def bit(self, ctx: int, y: int = 0) -> int:
+        return self._code("bit", y, ctx)
 
     def symbol(self, ctx: int, n: int, v: int = 0) -> int:
-        if self.enc is not None:
-            self.enc.symbol(ctx, n, v)
-            return v
-        return self.dec.symbol(ctx, n)  # type: ignore[union-attr]
+        return self._code("symbol", v, ctx, n)
 
     def uint(self, ctx: int, v: int = 0) -> int:
-        if self.enc is not None:
-            self.enc.uint(ctx, v)
-            return v
-        return self.dec.uint(ctx)  # type: ignore[union-attr]
+        return self._code("uint", v, ctx)
 
     def raw(self, nbits: int, v: int = 0) -> int:
-        if self.enc is not None:
-            self.enc.raw(nbits, v)
-            return v
-        return self.dec.raw(nbits)  # type: ignore[union-attr]
+        return self._code("raw", v, nbits)
 
     def position(self) -> int:  # bytes of the stream written (or read) so far
         return self.enc.size() if self.enc is not None else self.dec.position()  # type: ignore[union-attr]
@@ -118,9 +114,7 @@ class _Coder:
             msg = f"the header ends inside {what} (truncated or corrupt)"
             raise ValueError(msg)
 
-    def floats(
-        self, ctx: int, values: NDArray[np.floating], f8: bool, what: str
-    ) -> NDArray[np.floating]:
+    def floats(self, ctx: int, values: NDArray[Any], f8: bool, what: str) -> NDArray[Any]:
         """Sign (context: the previous sign), exponent change, and raw mantissa of each value."""
         ftype, utype, exp_bits, mant_bits = _FLOATS[f8]
         bits = np.asarray(values, dtype=ftype).view(utype).tolist()
@@ -139,8 +133,7 @@ class _Coder:
                 mant = self.raw(mant_bits, mant)
             out[i] = (sign << (exp_bits + mant_bits)) | (exp << mant_bits) | mant
             prev_sign, prev_exp = sign, (exp or prev_exp)
-        result: NDArray[np.floating] = out.view(ftype)
-        return result
+        return out.view(ftype)
 
     def name(self, name: bytes) -> bytes:
         """A layer name, token by token, each against the previous name's token at its place."""
@@ -189,7 +182,8 @@ class _Coder:
 
     def _word(self, word: bytes) -> bytes:
         """A word: its place in the list of words seen (most recent first), or its letters."""
-        at = self.uint(C_WORD, self.words.index(word) + 1 if word in self.words else 0)
+        known = self.enc is not None and word in self.words
+        at = self.uint(C_WORD, self.words.index(word) + 1 if known else 0)
         if at > len(self.words):
             msg = f"a layer name refers to word {at} of {len(self.words)} (corrupt header)"
             raise ValueError(msg)
@@ -202,7 +196,11 @@ class _Coder:
                 raise ValueError(msg)
             letters = [self.symbol(C_LETTER, 52, _LETTERS.find(c)) for c in word or bytes(n)]
             word = bytes(_LETTERS[i] for i in letters)
+            if self.dec is not None and word in self.words:  # the encoder refers to known words
+                msg = f"a layer name spells out the known word {word[:40]!r} (corrupt header)"
+                raise ValueError(msg)
         self.words.insert(0, word)
+        del self.words[MAX_WORDS:]
         return word
 
     def shape(self, shape: tuple[int, ...], prev_ndim: int) -> tuple[int, ...]:
@@ -230,11 +228,12 @@ class _Coder:
 def _walk(c: _Coder, h: Header | None, size: int) -> Header:
     """Code the whole header (from ``h`` when encoding, into the result when decoding).
 
-    ``size``, the stream's bytes, limits what a decoder accepts: at most 8
-    floats, 64 layers and 1024 bytes of names per byte (beyond the absolute limits).
+    ``size``, the stream's bytes, limits what a decoder accepts: at most 8 floats,
+    4 layers and 64 bytes of names per byte (beyond the absolute limits).
     """
-    max_floats, max_layers = 8 * size + 8, min(MAX_LAYERS, 64 * size + 64)
-    c.name_budget = 1024 * size + 65536 if c.dec else None
+    max_floats = 8 * size + 8
+    max_layers = min(MAX_LAYERS, LAYERS_PER_BYTE * size + 64)
+    c.name_budget = NAME_BYTES_PER_BYTE * size + MAX_NAME_BYTES if c.dec else None
     k = c.uint(C_COUNT, h.codebook.size if h else 0)
     if k > min(MAX_CODEBOOK, max_floats):
         msg = f"the codebook has {k} values: over the limit of {min(MAX_CODEBOOK, max_floats)}"
@@ -286,7 +285,8 @@ def encode_header(h: Header) -> tuple[bytes, int]:
     """The header stream's bytes, and how many of them the codebook takes."""
     enc = _core.StreamEncoder()
     walked = _walk(_Coder(enc, None), h, size=1 << 62)
-    return enc.finish(), walked.codebook_bytes
+    data = enc.finish()
+    return data, walked.codebook_bytes
 
 
 def decode_header(data: bytes) -> Header:

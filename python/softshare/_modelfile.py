@@ -20,7 +20,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _core
-from ._fileheader import MAX_CODEBOOK, MAX_DIM, MAX_NAME_BYTES, MAX_NDIM, Header
+from ._atomic import replace_atomically
+from ._fileheader import (
+    LAYERS_PER_BYTE,
+    MAX_CODEBOOK,
+    MAX_DIM,
+    MAX_NAME_BYTES,
+    MAX_NDIM,
+    NAME_BYTES_PER_BYTE,
+    Header,
+)
 from ._fileheader import decode_header as _decode_header
 from ._fileheader import encode_header as _encode_header
 
@@ -142,8 +151,8 @@ def _check_layout(names: Sequence[object], shapes: Sequence[tuple[int, ...]]) ->
         if size > MAX_NAME_BYTES:
             msg = f"layer name {name[:40]!r}... is over {MAX_NAME_BYTES} bytes"
             raise ValueError(msg)
-        if len(shape) > MAX_NDIM or any(d > MAX_DIM for d in shape):
-            msg = f"layer {name!r}: shape {shape} is over {MAX_NDIM} dimensions or {MAX_DIM} long"
+        if len(shape) > MAX_NDIM or math.prod(d for d in shape if d) > MAX_DIM:
+            msg = f"layer {name!r}: shape {shape} is over {MAX_NDIM} dimensions or {MAX_DIM} values"
             raise ValueError(msg)
 
 
@@ -172,6 +181,15 @@ def write_model(
     ]
     header = Header(codebook, names, shapes, [float64[n] for n in names], mixture)
     head, codebook_bytes = _encode_header(header)
+    n_names = sum(len(n.encode()) for n in names)
+    if len(names) > LAYERS_PER_BYTE * len(head) + 64 or n_names > (
+        NAME_BYTES_PER_BYTE * len(head) + MAX_NAME_BYTES
+    ):  # a reader would refuse the header: it bounds both per byte
+        msg = (
+            f"{len(names)} layers with {n_names} bytes of names code to {len(head)} header "
+            "bytes, more than a reader accepts: give the layers less repetitive names"
+        )
+        raise ValueError(msg)
     data, ends = _core.encode_layers(flat, [_matrix(s) for s in shapes], k)
     prefix = MAGIC + bytes([VERSION]) + _varint(len(head)) + head
     blob = b"".join(
@@ -182,13 +200,7 @@ def write_model(
             zlib.crc32(data).to_bytes(4, "little"),
         ]
     )
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(blob)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_atomically(path, lambda tmp: tmp.write_bytes(blob))
     return ModelFile(
         codebook=codebook,
         indices={n: f.reshape(s) for n, f, s in zip(names, flat, shapes)},
@@ -228,6 +240,9 @@ def _header_section(raw: bytes, where: str) -> tuple[bytes, int]:
 
 def read_model(path: str | os.PathLike[str]) -> ModelFile:
     """Read and check a file: a ValueError says what is wrong with it (or over which limit)."""
+    if Path(path).exists() and not Path(path).is_file():  # a device, a pipe: never read
+        msg = f"{os.fspath(path)}: not a regular file"
+        raise ValueError(msg)
     return parse_model(Path(path).read_bytes(), os.fspath(path))
 
 
@@ -239,6 +254,10 @@ def parse_model(raw: bytes, where: str) -> ModelFile:
     except ValueError as e:
         msg = f"{where}: {e}"
         raise ValueError(msg) from None
+    for name, shape in zip(h.names, h.shapes):
+        if math.prod(d for d in shape if d) > MAX_DIM:  # empty or not: no size past 2^48
+            msg = f"{where}: layer {name!r} has shape {shape}: over {MAX_DIM} values"
+            raise ValueError(msg)
     declared = sum(math.prod(s) * (8 if f else 4) for s, f in zip(h.shapes, h.float64))
     if declared > MAX_BYTES or declared > max(FREE_BYTES, MAX_RATIO * len(raw)):
         msg = (

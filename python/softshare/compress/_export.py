@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._atomic import replace_atomically
 from .._inputs import as_mixture
 from . import _npzfile
 from ._quantize import assign
@@ -197,13 +198,11 @@ def save_quantized(path: str | os.PathLike[str], exported: Mapping[str, ArrayLik
     """
     book, layers = _checked(exported)
     members = {"codebook.npy": book, **{_member_name(n): a for n, a in layers.items()}}
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             for member, arr in members.items():
                 with zf.open(member, "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, arr, allow_pickle=False)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    replace_atomically(path, write)

@@ -6,6 +6,7 @@ codebook indices; :mod:`softshare._modelfile` writes and reads it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,7 +17,6 @@ from ._export import _checked
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Mapping
 
     from numpy.typing import ArrayLike, NDArray
 
@@ -76,6 +76,14 @@ def write_file(
     >>> w = {"fc.weight": np.array([[0.01, 0.49], [-0.51, 0.0]], np.float32)}
     >>> compress.write_file("model.sws", w, mix).file_bytes  # doctest: +SKIP
     """
+    given: object = layers  # callers without type checking pass anything
+    if not isinstance(given, Mapping):
+        msg = f"layers must be a mapping of names to arrays (or an export), got {type(given).__name__}"
+        raise TypeError(msg)
+    unsigned = [np.asarray(v).dtype.kind == "u" for k, v in layers.items() if k != "codebook"]
+    if mixture is not None and "codebook" in layers and unsigned and all(unsigned):
+        msg = "layers is an export (a codebook and index arrays): write it without a mixture"
+        raise ValueError(msg)
     if mixture is None:
         if "codebook" not in layers:
             msg = "without a mixture, layers must be an export (with a 'codebook' entry)"

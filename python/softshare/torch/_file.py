@@ -76,6 +76,9 @@ def save_compressed(
     layers = {}
     for name, p in _weights(module, prior).items():
         t = p.detach().cpu()
+        if t.is_complex() or not t.is_floating_point():
+            msg = f"parameter {name!r} has dtype {t.dtype}: only real floating-point weights"
+            raise TypeError(msg)
         layers[name] = (t if t.dtype in (torch.float32, torch.float64) else t.double()).numpy()
     mixture = prior.mixture()
     book, indices, float64 = quantize_layers(layers, mixture, use_pi=use_pi)
