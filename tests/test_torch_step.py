@@ -43,9 +43,9 @@ def plain_step(model, prior, opt, x, y) -> float:  # type: ignore[no-untyped-def
     return loss.item()
 
 
-def overlapped_step(model, prior, opt, x, y) -> float:  # type: ignore[no-untyped-def]
+def overlapped_step(model, prior, opt, x, y, n_threads=None) -> float:  # type: ignore[no-untyped-def]
     opt.zero_grad(set_to_none=True)
-    pending = prior.start(model, LAM)
+    pending = prior.start(model, LAM, n_threads=n_threads)
     loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
     value = pending.join()
@@ -66,12 +66,13 @@ def all_params(model, prior):  # type: ignore[no-untyped-def]
     ],
     ids=["plain", "zero-component", "hyperprior"],
 )
-def test_overlapped_trajectory_is_bit_identical(prior_kwargs: dict) -> None:  # type: ignore[type-arg]
+@pytest.mark.parametrize("n_threads", [1, None], ids=["background", "default"])
+def test_overlapped_trajectory_is_bit_identical(prior_kwargs: dict, n_threads: int | None) -> None:  # type: ignore[type-arg]
     plain = make_setup(**dict(prior_kwargs))
     over = make_setup(**dict(prior_kwargs))
     for step in range(20):
         loss_p = plain_step(*plain)
-        loss_o = overlapped_step(*over)
+        loss_o = overlapped_step(*over, n_threads=n_threads)
         if step == 0:
             for a, b in zip(all_params(*plain[:2]), all_params(*over[:2])):
                 assert a.grad is not None
@@ -191,3 +192,21 @@ def test_penalize_selects_what_the_prior_applies_to() -> None:
     assert model[0].weight.grad is not None
     with pytest.raises(ValueError, match="penalize must be"):
         sst.MixturePrior(*mix, penalize="biases")
+
+
+def test_start_runs_at_once_when_torch_takes_every_core() -> None:
+    from softshare._inputs import cpu_count
+
+    model, prior, *_ = make_setup()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cpu_count())
+        pending = prior.start(model, LAM)  # no free core: no background thread
+        assert pending._thread is None
+        assert pending.done()
+        torch.set_num_threads(1)
+        if cpu_count() > 1:
+            assert prior.start(model, LAM)._thread is not None
+    finally:
+        torch.set_num_threads(before)
+    pending.join()

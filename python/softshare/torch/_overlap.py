@@ -35,10 +35,12 @@ __all__ = ["PendingPenalty", "overlap_threads", "start_penalty"]
 def overlap_threads(n_threads: int | None) -> int:
     """Threads for an overlapped pass: by default the cores torch's own threads leave free.
 
-    At least 1: on a machine whose cores the step fills, the pass shares them.
+    0 when torch's threads take every core: the pass then runs at once, on the
+    caller's thread (a background pass beside a full step only slows both;
+    measured in benchmarks/RESULTS.md).
     """
     if n_threads is None:
-        return max(1, cpu_count() - torch.get_num_threads())
+        return max(0, cpu_count() - torch.get_num_threads())
     return as_n_threads(n_threads, 1)
 
 
@@ -78,7 +80,11 @@ class PendingPenalty:
         # background thread then needs the GIL only to start the kernel (which
         # releases it), not for Python work that would wait on the step's
         # own Python code for the GIL.
-        self._call = NativeCall(self._weights, *params, lam, n_threads)
+        self._call = NativeCall(self._weights, *params, lam, n_threads or None)
+        self._thread: threading.Thread | None = None
+        if n_threads == 0:  # no free core: now, on torch's threads
+            self._run()
+            return
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -90,7 +96,7 @@ class PendingPenalty:
 
     def done(self) -> bool:
         """Whether the background pass has finished (``join`` will not wait)."""
-        return not self._thread.is_alive()
+        return self._thread is None or not self._thread.is_alive()
 
     def join(self) -> Tensor:
         """Wait for the pass, then accumulate its gradients into ``.grad``; return the value.
@@ -117,7 +123,8 @@ class PendingPenalty:
             msg = "this penalty was joined already: start a new one for each step"
             raise RuntimeError(msg)
         self._joined = True
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         if self._error is not None:
             raise self._error
         if [t._version for t in self._watched] != self._versions:
@@ -162,8 +169,10 @@ def start_penalty(
         weights, not sharded.
     n_threads : int, optional
         Threads of the background pass: by default the cores left after
-        torch's own threads (``torch.get_num_threads()``), at least 1; -1
-        all cores.
+        torch's own threads (``torch.get_num_threads()``); when none is left,
+        the pass runs at once on torch's threads (no overlap: it would only
+        slow the step). -1 all cores; a positive int forces a background
+        pass on that many.
 
     Returns
     -------
