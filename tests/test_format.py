@@ -248,12 +248,7 @@ def valid(tmp_path: Path) -> bytes:
 
 def _with_crcs(raw: bytearray) -> bytes:
     """``raw`` with both checksums made right again (to reach the decoders)."""
-    length, at = 0, 4
-    for shift in range(0, 35, 7):
-        length |= (raw[at] & 127) << shift
-        at += 1
-        if raw[at - 1] < 128:
-            break
+    length, at, _ = _modelfile._read_varint(raw, 4)
     end = at + length
     raw[end : end + 4] = zlib.crc32(raw[:end]).to_bytes(4, "little")
     raw[-4:] = zlib.crc32(raw[end + 4 : -4]).to_bytes(4, "little")

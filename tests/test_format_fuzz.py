@@ -120,12 +120,7 @@ def _with_checksums(data: bytearray) -> bytes | None:
     except ValueError as e:
         if "checksum" not in str(e):
             return None
-        length, at = 0, 4
-        for shift in range(0, 35, 7):
-            length |= (data[at] & 127) << shift
-            at += 1
-            if data[at - 1] < 128:
-                break
+        length, at, _ = _modelfile._read_varint(data, 4)
         start = at + length + 4
         data[start - 4 : start] = zlib.crc32(data[: start - 4]).to_bytes(4, "little")
     data[-4:] = zlib.crc32(data[start:-4]).to_bytes(4, "little")

@@ -212,6 +212,20 @@ def write_model(
     )
 
 
+def _read_varint(raw: bytes | bytearray, at: int) -> tuple[int, int, bool]:
+    """The LEB128 number at ``raw[at:]`` (at most 5 bytes, as ``_varint`` writes them).
+
+    Returns the value, where it ends, and whether it ended within 5 bytes.
+    """
+    value = 0
+    for shift in range(0, 35, 7):
+        value |= (raw[at] & 127) << shift
+        at += 1
+        if raw[at - 1] < 128:
+            return value, at, True
+    return value, at, False
+
+
 def _header_section(raw: bytes, where: str) -> tuple[bytes, int]:
     """The header stream's bytes and where the layer data starts, the checksum checked."""
     if len(raw) < 13 or raw[:3] != MAGIC:
@@ -220,13 +234,8 @@ def _header_section(raw: bytes, where: str) -> tuple[bytes, int]:
     if raw[3] != VERSION:
         msg = f"{where}: format version {raw[3]} is not supported (this softshare reads {VERSION})"
         raise ValueError(msg)
-    length, at = 0, 4
-    for shift in range(0, 35, 7):
-        length |= (raw[at] & 127) << shift
-        at += 1
-        if raw[at - 1] < 128:
-            break
-    if raw[at - 1] >= 128 or at + length + 8 > len(raw):
+    length, at, ended = _read_varint(raw, 4)
+    if not ended or at + length + 8 > len(raw):
         msg = (
             f"{where}: the header's length does not fit in the file's {len(raw)} bytes (truncated?)"
         )

@@ -237,8 +237,9 @@ class MixturePrior(nn.Module):
         if self.split_work:
             msg = "start() does not support split_work: use forward()"
             raise ValueError(msg)
+        params = self.effective()
         ws, lam_f = checked_inputs(
-            self.penalized_parameters(model_or_params), *self.effective(), lam, "native"
+            self.penalized_parameters(model_or_params), *params, lam, "native"
         )
         extra = None
         if self.hyperprior is not None:
@@ -249,7 +250,7 @@ class MixturePrior(nn.Module):
 
         return PendingPenalty(
             ws,
-            self.effective(),
+            params,
             lam_f,
             overlap_threads(n_threads),
             extra,
