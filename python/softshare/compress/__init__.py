@@ -7,21 +7,23 @@ storage cost in the sparse format of Han, Mao & Dally (2016) with real Huffman
 code lengths, with an export/load pair that reconstructs the quantized weights
 exactly, and the compressed model file that stores them entropy-coded
 (:func:`write_file`, :func:`read_file`, :func:`inspect_file`; docs/format.md).
-:mod:`softshare.demo` runs the whole recipe with PyTorch.
+:mod:`softshare.demo` runs the whole recipe with PyTorch. The steps that
+:mod:`softshare.torch` also offers (initialisation, merging, the storage
+report) live in private top-level modules that both packages import.
 """
 
 from __future__ import annotations
 
+from .._codes import huffman_code_lengths, sparse_entries
 from .._hyperprior import HyperPrior
-from ._codes import huffman_code_lengths, sparse_entries
+from .._initmix import init_mixture
+from .._merge import MergeReport, merge_components, symmetric_kl
+from .._storage import CompressionReport, LayerCost, compression_report
 from ._em import em_step, log_likelihood
 from ._export import export_indices, export_quantized, load_quantized, save_quantized
 from ._file import ModelFile, inspect_file, read_file, write_file
-from ._init import init_mixture
-from ._merge import MergeReport, merge_components, symmetric_kl
 from ._npzfile import read_npz
 from ._quantize import assign, quantize
-from ._storage import CompressionReport, LayerCost, compression_report
 
 __all__ = [
     "CompressionReport",

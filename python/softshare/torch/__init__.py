@@ -18,7 +18,9 @@ implementation and an autograd formula registered with ``torch.library``, so
 
 Modules: :mod:`softshare.torch._op` (the op and :func:`penalty`),
 :mod:`softshare.torch._fallback` (the pure-torch implementation) and
-:mod:`softshare.torch.prior` (:class:`MixturePrior`).
+:mod:`softshare.torch.prior` (:class:`MixturePrior`, with the compression
+recipe's steps from :mod:`softshare.torch._recipe`: ``merge_``, ``quantize_``,
+``requantize_``, ``snapshot``, ``compression_report``, ``from_weights``).
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from __future__ import annotations
 from ._file import load_compressed, save_compressed
 from ._op import BACKENDS, TensorOrTensors, penalty
 from ._overlap import PendingPenalty, start_penalty
+from ._quantized import QuantizedState
 from .prior import MixturePrior
 
 __all__ = [
     "BACKENDS",
     "MixturePrior",
     "PendingPenalty",
+    "QuantizedState",
     "TensorOrTensors",
     "load_compressed",
     "penalty",

@@ -16,6 +16,8 @@ from ._checks import TensorOrTensors, checked_inputs
 from ._compute import mixture_of
 from ._op import penalty
 from ._overlap import PendingPenalty, overlap_threads
+from ._recipe import RecipeSteps
+from ._select import selected
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -23,8 +25,13 @@ if TYPE_CHECKING:
 __all__ = ["MixturePrior"]
 
 
-class MixturePrior(nn.Module):
+class MixturePrior(RecipeSteps, nn.Module):
     """A learnable Gaussian-mixture prior over a network's weights.
+
+    Besides the penalty (``prior(model, lam)``), the compression recipe's steps
+    on a module, in place: :meth:`merge_`, :meth:`quantize_`, :meth:`requantize_`
+    (quantized fine-tuning), :meth:`snapshot` and :meth:`compression_report`;
+    :meth:`from_weights` lays a starting prior over trained weights.
 
     Parameters
     ----------
@@ -52,7 +59,8 @@ class MixturePrior(nn.Module):
         Which of a module's parameters the prior applies to: all of them,
         those of 2 or more dimensions ("weights": dense and conv kernels,
         not biases or norm scales), or those ``penalize(name, param)`` is
-        true for. Tensors passed directly are always penalised.
+        true for. Tensors passed directly are always penalised. The recipe's
+        steps act on the same parameters (``save_compressed`` on all of them).
 
     Examples
     --------
@@ -159,27 +167,22 @@ class MixturePrior(nn.Module):
         """A float64 :class:`softshare.Mixture` snapshot of the effective parameters."""
         return mixture_of(*self.effective())
 
+    def named_penalized_parameters(
+        self, model_or_params: nn.Module | TensorOrTensors
+    ) -> list[tuple[str, Tensor]]:
+        """``(name, tensor)`` of every tensor the prior applies to: a module's parameters
+        (those ``penalize`` selects) except the prior's own, or the given tensors
+        (named "0", "1", ...)."""
+        own = {id(p) for p in self.parameters()}
+        return selected(model_or_params, self.penalize, own)
+
     def penalized_parameters(self, model_or_params: nn.Module | TensorOrTensors) -> list[Tensor]:
-        """The tensors the prior applies to: the given ones, or a module's parameters
-        (those ``penalize`` selects) except the prior's own."""
-        if isinstance(model_or_params, nn.Module):
-            own = {id(p) for p in self.parameters()}
-            keep = self.penalize
-            if isinstance(keep, str):  # "all" or "weights"
-                every = keep == "all"
-                return [
-                    p
-                    for p in model_or_params.parameters()
-                    if id(p) not in own and (every or p.dim() >= 2)
-                ]
-            return [
-                p
-                for name, p in model_or_params.named_parameters()
-                if id(p) not in own and keep(name, p)
-            ]
+        """The tensors the prior applies to (see :meth:`named_penalized_parameters`)."""
         if isinstance(model_or_params, Tensor):
             return [model_or_params]
-        return list(model_or_params)
+        if not isinstance(model_or_params, nn.Module):
+            return list(model_or_params)
+        return [p for _, p in self.named_penalized_parameters(model_or_params)]
 
     def forward(
         self,

@@ -1,4 +1,7 @@
-"""Merging of components whose distributions nearly coincide, and pruning of dead ones."""
+"""Merging of components whose distributions nearly coincide, and pruning of dead ones.
+
+:func:`softshare.compress.merge_components` and ``MixturePrior.merge_`` (torch) apply these rules.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +11,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._inputs import as_mixture
-from .._mixture import Mixture
-from .._penalty import penalty
+from ._inputs import as_mixture
+from ._mixture import Mixture
+from ._penalty import penalty
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from .._inputs import WeightsLike
+    from ._inputs import WeightsLike
 
 
 def _symmetric_kl(mu: NDArray[np.float64], var: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -104,7 +107,16 @@ def merge_components(
     (Mixture, MergeReport)
         The reduced mixture (zero component first) and what was done, in the
         input's component indices.
+
+    Raises
+    ------
+    ValueError
+        If ``threshold`` or ``min_responsibility`` is negative or NaN.
     """
+    for name, value in (("threshold", threshold), ("min_responsibility", min_responsibility)):
+        if not value >= 0:  # NaN too
+            msg = f"{name} must be a number >= 0, got {value!r}"
+            raise ValueError(msg)
     mix = as_mixture(mixture)
     m = mix.n_components
     pi = mix.pi.copy()

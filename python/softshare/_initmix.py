@@ -1,4 +1,7 @@
-"""A starting mixture for retraining, laid over pretrained weights."""
+"""A starting mixture for retraining, laid over pretrained weights.
+
+:func:`softshare.compress.init_mixture`, and ``MixturePrior.from_weights`` on the torch side.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._inputs import as_weights
-from .._mixture import Mixture
+from ._inputs import as_weights
+from ._mixture import Mixture
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from .._inputs import WeightsLike
+    from ._inputs import WeightsLike
 
 
 def _flat64(weights: WeightsLike) -> NDArray[np.float64]:
@@ -70,7 +73,7 @@ def init_mixture(
         msg = "weights must be finite"
         raise ValueError(msg)
     n_free = n_components - (1 if zero_component else 0)
-    if n_components < 1 or n_free < (0 if zero_component else 1):
+    if n_free < 1:
         msg = f"n_components must be >= {2 if zero_component else 1}, got {n_components}"
         raise ValueError(msg)
     if zero_component and not 0.0 < pi_zero < 1.0:

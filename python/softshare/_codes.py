@@ -1,4 +1,7 @@
-"""Code lengths of Han et al.'s sparse streams: Huffman codes, the entropy, the entries themselves."""
+"""Code lengths of Han et al.'s sparse streams: Huffman codes, the entropy, the entries themselves.
+
+Shared by :mod:`softshare.compress` and :mod:`softshare.torch` (through :mod:`softshare._storage`).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Storage cost of quantized layers in the sparse format of Han, Mao & Dally (2016)."""
+"""Storage cost of quantized layers in the sparse format of Han, Mao & Dally (2016).
+
+:func:`softshare.compress.compression_report` and the torch side's
+``QuantizedState.compression_report`` both give this module's :class:`CompressionReport`.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ if TYPE_CHECKING:
 
     from numpy.typing import ArrayLike, NDArray
 
-    from .._modelfile import ModelFile
+    from ._modelfile import ModelFile
 
 
 @dataclass(frozen=True)
@@ -234,7 +238,7 @@ def compression_report(
     ----------
     indices : mapping of layer name to array of int
         The codebook index of every weight of every layer (as from
-        :func:`quantize`), in storage (C) order.
+        :func:`softshare.compress.quantize`), in storage (C) order.
     codebook : array_like
         The distinct values; stored once, 32 bits each.
     kinds : mapping of layer name to "conv" or "dense", optional

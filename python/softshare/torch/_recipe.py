@@ -1,0 +1,298 @@
+"""The recipe's steps as ``MixturePrior`` methods: init, merge, quantize, fine-tune, report.
+
+The rules of :mod:`softshare.compress`, whose NumPy code they share (``softshare._initmix``,
+``_merge``, ``_assign``, ``_storage``), applied in place to the parameters a prior
+penalises, so that a plain PyTorch loop runs the whole recipe with tensors only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .._initmix import init_mixture
+from .._merge import MergeReport, merge_components
+from ._quantized import (
+    QuantizedState,
+    check_flag,
+    narrowed_log_vars,
+    numpy_weights,
+    quantized_state,
+    write_state,
+)
+from ._select import selected
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .._mixture import Mixture
+    from .._storage import CompressionReport
+    from ._checks import TensorOrTensors
+    from .prior import MixturePrior
+
+__all__ = ["RecipeSteps"]
+
+
+class RecipeSteps:
+    """The recipe's steps; :class:`softshare.torch.MixturePrior` inherits them."""
+
+    if TYPE_CHECKING:
+        mu: nn.Parameter
+        log_var: nn.Parameter
+        logit: nn.Parameter
+        zero_component: bool
+        pi_zero: float | None
+
+        @classmethod
+        def from_mixture(
+            cls, mixture: Mixture, *, dtype: torch.dtype | None = None, **kwargs: Any
+        ) -> MixturePrior: ...
+
+        def mixture(self) -> Mixture: ...
+
+        def named_penalized_parameters(
+            self, model_or_params: nn.Module | TensorOrTensors
+        ) -> list[tuple[str, Tensor]]: ...
+
+    @classmethod
+    def from_weights(
+        cls,
+        model_or_params: nn.Module | TensorOrTensors,
+        n_components: int = 17,
+        *,
+        init_pi_zero: float = 0.999,
+        spread: str = "range",
+        sigma: float | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> MixturePrior:
+        """A prior laid over trained weights, with a zero component: Ullrich et al.'s start.
+
+        Parameters
+        ----------
+        model_or_params : nn.Module or Tensor or sequence of Tensor
+            The trained network (the parameters ``penalize`` selects) or tensors.
+        n_components : int, default 17
+            Components, the zero component included.
+        init_pi_zero : float, default 0.999
+            The zero component's starting proportion (a fixed ``pi_zero`` overrides it).
+        spread, sigma
+            As :func:`softshare.compress.init_mixture`: the other means evenly
+            over the weights' range ("range") or at quantiles ("quantile"), a
+            shared standard deviation (default: a quarter of their spacing).
+        dtype : torch.dtype, optional
+            Of the prior's parameters (default ``torch.get_default_dtype()``).
+        **kwargs
+            The constructor's (``zero_component`` defaults to True here).
+
+        Raises
+        ------
+        ValueError
+            If there are no weights or some are not finite, or an argument is
+            out of its range.
+        """
+        kwargs.setdefault("zero_component", True)
+        chosen = selected(model_or_params, kwargs.get("penalize", "all"), set())
+        fixed = kwargs.get("pi_zero")
+        mixture = init_mixture(
+            list(numpy_weights(dict(chosen)).values()),
+            n_components,
+            zero_component=bool(kwargs["zero_component"]) or fixed is not None,
+            pi_zero=init_pi_zero if fixed is None else fixed,
+            spread=spread,
+            sigma=sigma,
+        )
+        return cls.from_mixture(mixture, dtype=dtype, **kwargs)
+
+    def _chosen(self, model_or_params: nn.Module | TensorOrTensors) -> dict[str, Tensor]:
+        """The penalised tensors by name; a ValueError when there are none."""
+        chosen = dict(self.named_penalized_parameters(model_or_params))
+        if not chosen:
+            msg = "the prior selects no parameters here (see its penalize option)"
+            raise ValueError(msg)
+        return chosen
+
+    def merge_(
+        self,
+        model_or_params: nn.Module | TensorOrTensors | None = None,
+        *,
+        threshold: float = 1.0,
+        min_responsibility: float = 0.5,
+    ) -> MergeReport:
+        """Merge nearly coinciding components and prune dead ones, in place.
+
+        The rules of :func:`softshare.compress.merge_components`: pairs with a
+        symmetric KL divergence below ``threshold`` merge (closest first,
+        moments matched); with weights given, components whose summed
+        responsibility is below ``min_responsibility`` are pruned first. With ``zero_component`` or ``pi_zero``, component 0 is the zero
+        component: never pruned, kept first, its mean kept at 0 (a fixed
+        ``pi_zero`` stays fixed). ``mu``, ``log_var`` and ``logit`` stay the
+        same ``nn.Parameter`` objects with new, shorter data and no gradient:
+        an optimizer's state for them no longer fits, so make the optimizer
+        after merging.
+
+        Parameters
+        ----------
+        model_or_params : nn.Module or Tensor or sequence of Tensor, optional
+            The weights (those the prior penalises) whose responsibilities
+            decide the pruning; None: nothing is pruned.
+        threshold : float, default 1.0
+            Merge below this symmetric KL divergence (0: merge nothing).
+        min_responsibility : float, default 0.5
+            Prune components with a smaller summed responsibility.
+
+        Returns
+        -------
+        softshare.compress.MergeReport
+            The merged groups, the pruned and the kept components (input indices).
+
+        Raises
+        ------
+        ValueError
+            If ``threshold`` or ``min_responsibility`` is negative or not a
+            number, or the weights are not finite.
+        TypeError
+            If a weight is not a real floating-point tensor.
+        """
+        weights = None
+        if model_or_params is not None:
+            weights = list(numpy_weights(self._chosen(model_or_params)).values())
+        merged, report = merge_components(
+            self.mixture(),
+            weights,
+            threshold=threshold,
+            min_responsibility=min_responsibility,
+            zero_component=self.zero_component or self.pi_zero is not None,
+        )
+        with torch.no_grad():
+            news = (merged.mu, merged.log_var, merged.logit)
+            for param, values in zip((self.mu, self.log_var, self.logit), news):
+                param.data = torch.tensor(np.array(values), dtype=param.dtype, device=param.device)
+                param.grad = None
+        return report
+
+    def snapshot(
+        self, model_or_params: nn.Module | TensorOrTensors, *, use_pi: bool = True
+    ) -> QuantizedState:
+        """Each penalised weight's component, as a codebook and indices; nothing changes.
+
+        The assignment of :func:`softshare.compress.quantize` (and of
+        :func:`softshare.torch.save_compressed`): the most responsible
+        component (MAP, ``use_pi=True``) or the most likely one (``use_pi=False``).
+
+        Parameters
+        ----------
+        model_or_params : nn.Module or Tensor or sequence of Tensor
+            The network (the parameters the prior penalises) or tensors.
+        use_pi : bool, default True
+            Weigh components by their mixing proportions (MAP); False: likelihood alone.
+
+        Returns
+        -------
+        QuantizedState
+            The codebook (the means in use), every parameter's indices into it,
+            and the component behind each value.
+
+        Raises
+        ------
+        TypeError
+            If ``use_pi`` is not a bool or a weight not a real floating-point tensor.
+        ValueError
+            If a weight is not finite, or the prior selects no weights.
+        """
+        check_flag("use_pi", use_pi)
+        chosen = self._chosen(model_or_params)
+        zero = self.zero_component
+        return quantized_state(chosen, self.mixture(), use_pi=use_pi, zero_component=zero)
+
+    def compression_report(
+        self,
+        model_or_params: nn.Module | TensorOrTensors,
+        *,
+        use_pi: bool = True,
+        kinds: Mapping[str, str] | None = None,
+        index_bits: Mapping[str, int] | None = None,
+    ) -> CompressionReport:
+        """The storage cost of the penalised weights, quantized, in Han et al.'s format.
+
+        ``snapshot(model_or_params, use_pi=use_pi).compression_report(kinds=...,
+        index_bits=...)``: the figures :func:`softshare.compress.compression_report`
+        gives for the same weights and mixture (``nonzero_fraction``,
+        ``bits_huffman``, ``ratio``, ``to_markdown()``). Raises as
+        :meth:`snapshot` and :meth:`QuantizedState.compression_report`.
+        """
+        state = self.snapshot(model_or_params, use_pi=use_pi)
+        return state.compression_report(kinds=kinds, index_bits=index_bits)
+
+    def quantize_(
+        self, model_or_params: nn.Module | TensorOrTensors, *, use_pi: bool = True
+    ) -> QuantizedState:
+        """Set every penalised weight to its component's mean, in place.
+
+        :meth:`snapshot`, then :meth:`requantize_` with ``refit=False``: weights
+        of the zero component become exactly 0, each other weight the mean
+        (in the weight's dtype) of its MAP (``use_pi=True``) or most likely
+        (``use_pi=False``) component; parameters the prior does not penalise
+        are left alone. Raises as :meth:`snapshot`.
+
+        Returns
+        -------
+        QuantizedState
+            The assignment; pass it to :meth:`requantize_` after each optimizer
+            step to fine-tune the shared values.
+        """
+        state = self.snapshot(model_or_params, use_pi=use_pi)
+        return self.requantize_(model_or_params, state, refit=False)
+
+    def requantize_(
+        self,
+        model_or_params: nn.Module | TensorOrTensors,
+        state: QuantizedState,
+        *,
+        refit: bool = True,
+    ) -> QuantizedState:
+        """Re-apply a quantization, its assignment kept: quantized fine-tuning from a user's loop.
+
+        After ``optimizer.step()`` has moved the weights, each shared value
+        becomes the mean of the weights assigned to it (``refit=True``; the
+        zero component's value stays exactly 0) and every weight its value
+        again: the step projected onto the weights that share values, so that
+        only the codebook learns (with plain SGD each value moves by the mean
+        of its weights' gradients times the learning rate). ``refit=False``
+        writes ``state`` back unchanged (e.g. to restore the best epoch's).
+        The prior's means of the components in use are set to the values (and
+        a light component's variance narrowed where a heavier one would take
+        its value), so that :func:`softshare.torch.save_compressed` and
+        :meth:`snapshot` assign every weight as ``state`` does.
+
+        Parameters
+        ----------
+        model_or_params : nn.Module or Tensor or sequence of Tensor
+            As given to :meth:`quantize_`.
+        state : QuantizedState
+            What :meth:`quantize_` (or a previous call) returned.
+        refit : bool, default True
+            Move the shared values to the mean of their weights first.
+
+        Returns
+        -------
+        QuantizedState
+            ``state`` with the new codebook.
+
+        Raises
+        ------
+        TypeError
+            If ``state`` is not a QuantizedState.
+        ValueError
+            If the penalised parameters' names or shapes differ from the state's.
+        """
+        state = write_state(self._chosen(model_or_params), state, refit=refit)
+        with torch.no_grad():
+            comps = torch.tensor(state.components, device=self.mu.device)
+            self.mu[comps] = state.codebook.to(self.mu)
+            for k, log_var in narrowed_log_vars(state, self.mixture()).items():
+                self.log_var[k] = log_var
+        return state
