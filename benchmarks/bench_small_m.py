@@ -56,6 +56,45 @@ def problem(n: int, m: int) -> tuple[np.ndarray, softshare.Mixture]:
     return w, softshare.Mixture.from_pi_sigma(np.full(m, 1.0 / m), mu, sigma)
 
 
+def measure(
+    dll: ctypes.CDLL, n: int, m: int, threads: int, lam: float, repeat: int
+) -> dict[str, float]:
+    """Median seconds per call: softshare fresh, softshare ``out=``, the plain loop."""
+    w, mix = problem(n, m)
+    grad = np.empty_like(w)
+    out = np.empty_like(w)
+    stats = np.empty(1 + 3 * m)
+    mu, var, pi = (np.ascontiguousarray(a) for a in (mix.mu, mix.var, mix.pi))
+
+    def as_ptr(a: np.ndarray) -> ctypes.c_void_p:
+        return ctypes.c_void_p(a.ctypes.data)
+
+    args = (
+        as_ptr(w), as_ptr(grad), ctypes.c_int64(n), ctypes.c_int(m), as_ptr(mu), as_ptr(var),
+        as_ptr(pi), ctypes.c_float(lam), as_ptr(stats), ctypes.c_int(threads),
+    )  # fmt: skip
+
+    def plain() -> None:
+        dll.plain_penalty(*args)
+
+    plain()
+    ref = softshare.penalty(w, mix, lam, n_threads=threads)
+    # the loop is a fair peer only if it computes the same thing
+    assert np.isclose(-lam * stats[0], ref.value, rtol=1e-3), (stats[0], ref.value)
+    assert np.allclose(stats[1 : 1 + m], ref.stats[0], rtol=1e-3, atol=n * 1e-7)
+    assert np.allclose(grad, ref.grad_w, rtol=1e-3, atol=1e-4 * np.abs(ref.grad_w).max())
+    calls = {
+        "fresh": lambda: softshare.penalty(w, mix, lam, n_threads=threads),
+        "out": lambda: softshare.penalty(w, mix, lam, n_threads=threads, out=out),
+        "plain": plain,
+    }
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(3):  # interleaved rounds: the machine's drift hits all three
+        for k, fn in calls.items():
+            times[k].append(median_time(fn, repeat=repeat, warmup=1))
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N = 1e6 only, fewer repeats")
@@ -63,7 +102,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sizes = [1_000_000] if args.quick else [1_000_000, 10_000_000]
     repeat = 7 if args.quick else 15
-    lam = 1e-3
     print(f"Machine: {machine_line()}\n")
     print(
         "| N | M | threads | softshare (ms) | softshare out= (ms) | plain loop (ms) "
@@ -74,44 +112,12 @@ def main(argv: list[str] | None = None) -> None:
         dll = build_plain_loop(Path(tmp))
         for n in sizes:
             for m in (3, 8, 16):
-                w, mix = problem(n, m)
-                grad = np.empty_like(w)
-                stats = np.empty(1 + 3 * m)
-                mu, var, pi = (np.ascontiguousarray(a) for a in (mix.mu, mix.var, mix.pi))
-
-                def as_ptr(a: np.ndarray) -> ctypes.c_void_p:
-                    return ctypes.c_void_p(a.ctypes.data)
-
                 for threads in args.threads:
-
-                    def plain(threads: int = threads) -> None:
-                        dll.plain_penalty(
-                            as_ptr(w), as_ptr(grad), ctypes.c_int64(n), ctypes.c_int(m),
-                            as_ptr(mu), as_ptr(var), as_ptr(pi), ctypes.c_float(lam),
-                            as_ptr(stats), ctypes.c_int(threads),
-                        )  # fmt: skip
-
-                    plain()
-                    ref = softshare.penalty(w, mix, lam, n_threads=threads)
-                    # the loop is a fair peer only if it computes the same thing
-                    assert np.isclose(-lam * stats[0], ref.value, rtol=1e-3), (stats[0], ref.value)
-                    assert np.allclose(stats[1 : 1 + m], ref.stats[0], rtol=1e-3, atol=n * 1e-7)
-                    assert np.allclose(grad, ref.grad_w, rtol=1e-3, atol=1e-4 * np.abs(ref.grad_w).max())
-                    out = np.empty_like(w)
-                    times = {
-                        "fresh": lambda t=threads: softshare.penalty(w, mix, lam, n_threads=t),
-                        "out": lambda t=threads: softshare.penalty(w, mix, lam, n_threads=t, out=out),
-                        "plain": plain,
-                    }
-                    med = {}
-                    for _ in range(3):  # interleaved rounds: the machine's drift hits all three
-                        for k, fn in times.items():
-                            med.setdefault(k, []).append(median_time(fn, repeat=repeat, warmup=1))
-                    best = {k: float(np.median(v)) for k, v in med.items()}
+                    t = measure(dll, n, m, threads, 1e-3, repeat)
                     print(
-                        f"| {n:.0e} | {m} | {threads} | {fmt_ms(best['fresh'])} | "
-                        f"{fmt_ms(best['out'])} | {fmt_ms(best['plain'])} | "
-                        f"{best['fresh'] / best['plain']:.2f} | {best['out'] / best['plain']:.2f} |",
+                        f"| {n:.0e} | {m} | {threads} | {fmt_ms(t['fresh'])} | "
+                        f"{fmt_ms(t['out'])} | {fmt_ms(t['plain'])} | "
+                        f"{t['fresh'] / t['plain']:.2f} | {t['out'] / t['plain']:.2f} |",
                         flush=True,
                     )
 

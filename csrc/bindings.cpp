@@ -99,14 +99,28 @@ sk::Totals run_totals(const std::vector<sk::Segment>& segments, const double* mu
     }
 }
 
-// The fused pass; returns (sum_L, check, stats (3, M)).
-py::tuple run(const std::vector<sk::Segment>& segments, const Params& mu, const Params& log_var,
-              const Params& logit, std::int64_t m, double lam, int n_threads) {
-    const sk::Totals totals =
-        run_totals(segments, mu.data(), log_var.data(), logit.data(), m, lam, n_threads);
+// The sums S0, S1, S2 as a (3, M) array.
+py::array_t<double> stats_array(const sk::Totals& totals, std::int64_t m) {
     py::array_t<double> stats({static_cast<py::ssize_t>(3), static_cast<py::ssize_t>(m)});
     std::copy(totals.stats.begin(), totals.stats.end(), stats.mutable_data());
-    return py::make_tuple(totals.sum_l, totals.check, stats);
+    return stats;
+}
+
+// The value and the mixture gradients (value, grad_mu, grad_sigma, grad_log_var,
+// grad_logit) when the pass needs none of the caller's checks: every weight and
+// output finite, a finite value, lam > 0. Otherwise None: the caller finishes
+// in Python (the errors of softshare.penalty, and lam = 0's exact zeros).
+py::object finished(const sk::Totals& totals, const double* log_var, const double* logit,
+                    std::int64_t m, std::int64_t n_total, double lam) {
+    const double value = -lam * totals.sum_l + 0.0;  // + 0.0: never -0.0
+    if (!std::isfinite(totals.check) || !std::isfinite(value) || lam == 0.0) return py::none();
+    const std::vector<double> g = sk::mixture_gradients(log_var, logit, m, totals.stats, n_total, lam);
+    auto row = [&](std::int64_t r) {
+        py::array_t<double> a(static_cast<py::ssize_t>(m));
+        std::copy(g.begin() + r * m, g.begin() + (r + 1) * m, a.mutable_data());
+        return a;
+    };
+    return py::make_tuple(value, row(0), row(3), row(1), row(2));
 }
 
 // grads_out: None, or one writeable array per weight (same dtype, 1-D,
@@ -155,9 +169,13 @@ py::tuple penalty(const std::vector<py::array>& weights, const Params& mu, const
         grads.append(grad);
     }
     if (!outs.empty()) check_no_overlap(segments);
-    py::tuple totals = run(segments, mu, log_var, logit, m, lam, n_threads);
+    const sk::Totals totals =
+        run_totals(segments, mu.data(), log_var.data(), logit.data(), m, lam, n_threads);
+    std::int64_t n_total = 0;
+    for (const sk::Segment& seg : segments) n_total += seg.n;
     py::object gamma_out = responsibilities ? py::object(gammas) : py::object(py::none());
-    return py::make_tuple(totals[0], totals[1], totals[2], grads, gamma_out);
+    return py::make_tuple(totals.sum_l, totals.check, stats_array(totals, m), grads, gamma_out,
+                          finished(totals, log_var.data(), logit.data(), m, n_total, lam));
 }
 
 // For adapters whose tensors are not NumPy arrays (softshare.torch), the whole
@@ -224,8 +242,7 @@ py::object penalty_raw(
     const double* log_var = mu + m;
     const double* logit = log_var + m;
     const sk::Totals totals = run_totals(segments, mu, log_var, logit, m, lam, n_threads);
-    py::array_t<double> stats({static_cast<py::ssize_t>(3), static_cast<py::ssize_t>(m)});
-    std::copy(totals.stats.begin(), totals.stats.end(), stats.mutable_data());
+    py::array_t<double> stats = stats_array(totals, m);
     const double value = -lam * totals.sum_l + 0.0;  // + 0.0: never -0.0
     if (!std::isfinite(totals.check) || !std::isfinite(value)) {
         return py::make_tuple(py::none(), totals.sum_l, totals.check, stats);
@@ -425,8 +442,9 @@ PYBIND11_MODULE(_core, mod) {
     mod.def("penalty", &penalty, py::arg("weights"), py::arg("mu"), py::arg("log_var"),
             py::arg("logit"), py::arg("lam"), py::arg("n_threads"), py::arg("responsibilities"),
             py::arg("grads_out") = py::none(),
-            "Fused pass: returns (sum_L, check, stats (3, M), grads, gammas or None); grad_w "
-            "goes into grads_out's arrays when given.");
+            "Fused pass: returns (sum_L, check, stats (3, M), grads, gammas or None, totals); "
+            "grad_w goes into grads_out's arrays when given; totals is (value, grad_mu, "
+            "grad_sigma, grad_log_var, grad_logit) or None when Python must finish.");
     mod.def("penalty_raw", &penalty_raw, py::arg("segments"), py::arg("mixture"), py::arg("lam"),
             py::arg("n_threads"), py::arg("out"),
             "Fused pass over raw (weights address, grad address, n, float64?) segments and a "

@@ -20,6 +20,14 @@ def penalty(
     NDArray[np.float64],
     list[NDArray[np.floating]],
     list[NDArray[np.floating]] | None,
+    tuple[
+        float,
+        NDArray[np.float64],
+        NDArray[np.float64],
+        NDArray[np.float64],
+        NDArray[np.float64],
+    ]
+    | None,
 ]: ...
 def penalty_raw(
     segments: Sequence[tuple[int, int, int, bool]],

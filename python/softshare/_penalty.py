@@ -177,11 +177,20 @@ def _run(
     responsibilities: bool,
     flat_out: list[NDArray[np.floating]] | None,
 ) -> tuple[PenaltyTotals, list[NDArray[np.floating]], list[NDArray[np.floating]] | None]:
-    """The fused pass and every check of its outputs: totals, flat grad_w, flat gamma."""
-    sum_l, check, stats, grads, gammas = _core.penalty(
+    """The fused pass and every check of its outputs: totals, flat grad_w, flat gamma.
+
+    The kernel finishes the value and mixture gradients itself when nothing
+    needs checking (``native``); otherwise :func:`_checked_totals` does, with
+    its errors.
+    """
+    sum_l, check, stats, grads, gammas, native = _core.penalty(
         w.flat, mix.mu, mix.log_var, mix.logit, lam, threads, responsibilities, flat_out
     )
-    return _checked_totals(sum_l, check, stats, w, grads, mix, lam), grads, gammas
+    if native is None:
+        return _checked_totals(sum_l, check, stats, w, grads, mix, lam), grads, gammas
+    value, grad_mu, g_sigma, grad_log_var, grad_logit = native
+    totals = PenaltyTotals(value, grad_mu, g_sigma, grad_log_var, grad_logit, stats, w.n, sum_l)
+    return totals, grads, gammas
 
 
 def _checked_totals(
