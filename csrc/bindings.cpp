@@ -10,6 +10,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <new>
@@ -23,6 +25,7 @@
 #include "softshare/codec.hpp"
 #include "softshare/dispatch.hpp"
 #include "softshare/driver.hpp"
+#include "softshare/gradients.hpp"
 #include "softshare/runtime.hpp"
 #include "softshare/types.hpp"
 
@@ -76,15 +79,14 @@ void check_no_overlap(const std::vector<sk::Segment>& segments) {
     }
 }
 
-// The fused pass with the GIL released; returns (sum_L, check, stats (3, M)).
-py::tuple run(const std::vector<sk::Segment>& segments, const Params& mu, const Params& log_var,
-              const Params& logit, std::int64_t m, double lam, int n_threads) {
+// The fused pass with the GIL released.
+sk::Totals run_totals(const std::vector<sk::Segment>& segments, const double* mu,
+                      const double* log_var, const double* logit, std::int64_t m, double lam,
+                      int n_threads) {
     const sk::KernelTable table = sk::active_table();
-    sk::Totals totals;
     try {
         py::gil_scoped_release release;
-        totals = sk::run_penalty(table, mu.data(), log_var.data(), logit.data(), m, lam, segments,
-                                 n_threads);
+        return sk::run_penalty(table, mu, log_var, logit, m, lam, segments, n_threads);
     } catch (const std::bad_alloc&) {
         // The GIL is held again (release's destructor): a MemoryError that says what.
         const std::string msg =
@@ -95,9 +97,30 @@ py::tuple run(const std::vector<sk::Segment>& segments, const Params& mu, const 
         PyErr_SetString(PyExc_MemoryError, msg.c_str());
         throw py::error_already_set();
     }
+}
+
+// The sums S0, S1, S2 as a (3, M) array.
+py::array_t<double> stats_array(const sk::Totals& totals, std::int64_t m) {
     py::array_t<double> stats({static_cast<py::ssize_t>(3), static_cast<py::ssize_t>(m)});
     std::copy(totals.stats.begin(), totals.stats.end(), stats.mutable_data());
-    return py::make_tuple(totals.sum_l, totals.check, stats);
+    return stats;
+}
+
+// The value and the mixture gradients (value, grad_mu, grad_sigma, grad_log_var,
+// grad_logit) when the pass needs none of the caller's checks: every weight and
+// output finite, a finite value, lam > 0. Otherwise None: the caller finishes
+// in Python (the errors of softshare.penalty, and lam = 0's exact zeros).
+py::object finished(const sk::Totals& totals, const double* log_var, const double* logit,
+                    std::int64_t m, std::int64_t n_total, double lam) {
+    const double value = -lam * totals.sum_l + 0.0;  // + 0.0: never -0.0
+    if (!std::isfinite(totals.check) || !std::isfinite(value) || lam == 0.0) return py::none();
+    const std::vector<double> g = sk::mixture_gradients(log_var, logit, m, totals.stats, n_total, lam);
+    auto row = [&](std::int64_t r) {
+        py::array_t<double> a(static_cast<py::ssize_t>(m));
+        std::copy(g.begin() + r * m, g.begin() + (r + 1) * m, a.mutable_data());
+        return a;
+    };
+    return py::make_tuple(value, row(0), row(3), row(1), row(2));
 }
 
 // grads_out: None, or one writeable array per weight (same dtype, 1-D,
@@ -146,31 +169,103 @@ py::tuple penalty(const std::vector<py::array>& weights, const Params& mu, const
         grads.append(grad);
     }
     if (!outs.empty()) check_no_overlap(segments);
-    py::tuple totals = run(segments, mu, log_var, logit, m, lam, n_threads);
+    const sk::Totals totals =
+        run_totals(segments, mu.data(), log_var.data(), logit.data(), m, lam, n_threads);
+    std::int64_t n_total = 0;
+    for (const sk::Segment& seg : segments) n_total += seg.n;
     py::object gamma_out = responsibilities ? py::object(gammas) : py::object(py::none());
-    return py::make_tuple(totals[0], totals[1], totals[2], grads, gamma_out);
+    return py::make_tuple(totals.sum_l, totals.check, stats_array(totals, m), grads, gamma_out,
+                          finished(totals, log_var.data(), logit.data(), m, n_total, lam));
 }
 
-// For adapters whose tensors are not NumPy arrays (softshare.torch): each
-// segment is (weights address, gradient address, n, float64?), the addresses
-// of live, contiguous buffers of n elements that the caller keeps alive for
-// the call. Python passes only addresses it got from such tensors.
-py::tuple penalty_raw(const std::vector<std::tuple<std::uintptr_t, std::uintptr_t, std::int64_t,
-                                                   bool>>& raw,
-                      const Params& mu, const Params& log_var, const Params& logit, double lam,
-                      int n_threads) {
-    const std::int64_t m = mixture_size(mu, log_var, logit);
+// For adapters whose tensors are not NumPy arrays (softshare.torch), the whole
+// step without Python in between. Each segment is (weights address, gradient
+// address, n, float64?), the mixture (mu, log_var, logit addresses, M,
+// float64?) and out (grad_mu, grad_log_var, grad_logit addresses of M
+// outputs each, float64?): live, contiguous
+// buffers the caller keeps alive for the call. Python passes only addresses it
+// got from such tensors.
+//
+// Returns None, before any work, for a mixture python/softshare's Mixture
+// refuses (not finite, |log_var| > kMaxAbsLogVar): the caller raises its error.
+// Otherwise (value, sum_L, check, stats (3, M)): value is None when the caller
+// must finish in Python (a weight or output not finite, or the value
+// overflowed: the errors of softshare.penalty); else out holds the mixture
+// gradients (gradients.hpp), and for lam = 0 every output
+// is exactly 0 (0 times an infinite sum would be NaN).
+constexpr double kMaxAbsLogVar = 708.0;  // python/softshare/_mixture.py MAX_ABS_LOG_VAR
+
+template <class T>
+void copy_mixture(std::uintptr_t mu, std::uintptr_t log_var, std::uintptr_t logit, std::int64_t m,
+                  std::vector<double>& rows) {
+    const std::uintptr_t addr[3] = {mu, log_var, logit};
+    for (int r = 0; r < 3; ++r) {
+        const T* p = reinterpret_cast<const T*>(addr[r]);
+        for (std::int64_t j = 0; j < m; ++j) rows[static_cast<std::size_t>(r * m + j)] = p[j];
+    }
+}
+
+py::object penalty_raw(
+    const std::vector<std::tuple<std::uintptr_t, std::uintptr_t, std::int64_t, bool>>& raw,
+    const std::tuple<std::uintptr_t, std::uintptr_t, std::uintptr_t, std::int64_t, bool>& mixture,
+    double lam, int n_threads,
+    const std::tuple<std::uintptr_t, std::uintptr_t, std::uintptr_t, bool>& out) {
+    const auto [mu_at, log_var_at, logit_at, m, mix64] = mixture;
+    const auto [g_mu_at, g_log_var_at, g_logit_at, out64] = out;
+    if (m < 1 || mu_at == 0 || log_var_at == 0 || logit_at == 0 || g_mu_at == 0 ||
+        g_log_var_at == 0 || g_logit_at == 0) {
+        throw std::invalid_argument("penalty_raw: the mixture needs M >= 1 and six addresses");
+    }
+    std::vector<double> rows(static_cast<std::size_t>(3 * m));
+    if (mix64) {
+        copy_mixture<double>(mu_at, log_var_at, logit_at, m, rows);
+    } else {
+        copy_mixture<float>(mu_at, log_var_at, logit_at, m, rows);
+    }
+    for (std::int64_t k = 0; k < 3 * m; ++k) {
+        const double x = rows[static_cast<std::size_t>(k)];
+        if (!std::isfinite(x) || (k / m == 1 && std::fabs(x) > kMaxAbsLogVar)) return py::none();
+    }
     std::vector<sk::Segment> segments;
     segments.reserve(raw.size());
+    std::int64_t n_total = 0;
     for (const auto& [w, g, n, is64] : raw) {
         if (n < 0 || (n > 0 && (w == 0 || g == 0))) {
             throw std::invalid_argument("penalty_raw: a segment needs two addresses and n >= 0");
         }
         segments.push_back({is64 ? sk::DType::f64 : sk::DType::f32, reinterpret_cast<const void*>(w),
                             reinterpret_cast<void*>(g), nullptr, n});
+        n_total += n;
     }
     check_no_overlap(segments);
-    return run(segments, mu, log_var, logit, m, lam, n_threads);
+    const double* mu = rows.data();
+    const double* log_var = mu + m;
+    const double* logit = log_var + m;
+    const sk::Totals totals = run_totals(segments, mu, log_var, logit, m, lam, n_threads);
+    py::array_t<double> stats = stats_array(totals, m);
+    const double value = -lam * totals.sum_l + 0.0;  // + 0.0: never -0.0
+    if (!std::isfinite(totals.check) || !std::isfinite(value)) {
+        return py::make_tuple(py::none(), totals.sum_l, totals.check, stats);
+    }
+    std::vector<double> grads(static_cast<std::size_t>(3 * m), 0.0);
+    if (lam != 0.0) {
+        grads = sk::mixture_gradients(log_var, logit, m, totals.stats, n_total, lam);
+    } else {
+        for (const sk::Segment& seg : segments) {
+            std::fill_n(static_cast<char*>(seg.grad_w), seg.n * item_size(seg), 0);
+        }
+    }
+    const std::uintptr_t out_at[3] = {g_mu_at, g_log_var_at, g_logit_at};
+    for (int r = 0; r < 3; ++r) {
+        const double* row = grads.data() + r * m;
+        if (out64) {
+            std::copy(row, row + m, reinterpret_cast<double*>(out_at[r]));
+        } else {
+            auto* o = reinterpret_cast<float*>(out_at[r]);
+            for (std::int64_t j = 0; j < m; ++j) o[j] = static_cast<float>(row[j]);
+        }
+    }
+    return py::make_tuple(value, totals.sum_l, totals.check, stats);
 }
 
 // The kernel's vectorised 2^x (x <= 0) or log (x >= 1) on one target, for tests.
@@ -347,12 +442,15 @@ PYBIND11_MODULE(_core, mod) {
     mod.def("penalty", &penalty, py::arg("weights"), py::arg("mu"), py::arg("log_var"),
             py::arg("logit"), py::arg("lam"), py::arg("n_threads"), py::arg("responsibilities"),
             py::arg("grads_out") = py::none(),
-            "Fused pass: returns (sum_L, check, stats (3, M), grads, gammas or None); grad_w "
-            "goes into grads_out's arrays when given.");
-    mod.def("penalty_raw", &penalty_raw, py::arg("segments"), py::arg("mu"), py::arg("log_var"),
-            py::arg("logit"), py::arg("lam"), py::arg("n_threads"),
-            "Fused pass over raw (weights address, grad address, n, float64?) segments: "
-            "returns (sum_L, check, stats (3, M)).");
+            "Fused pass: returns (sum_L, check, stats (3, M), grads, gammas or None, totals); "
+            "grad_w goes into grads_out's arrays when given; totals is (value, grad_mu, "
+            "grad_sigma, grad_log_var, grad_logit) or None when Python must finish.");
+    mod.def("penalty_raw", &penalty_raw, py::arg("segments"), py::arg("mixture"), py::arg("lam"),
+            py::arg("n_threads"), py::arg("out"),
+            "Fused pass over raw (weights address, grad address, n, float64?) segments and a "
+            "raw mixture (mu, log_var, logit addresses, M, float64?): None for a mixture "
+            "Mixture refuses, else (value or None, sum_L, check, stats (3, M)), the mixture "
+            "gradients written to out (three addresses, float64?) when value is not None.");
     mod.def("has_openmp", &sk::has_openmp, "Whether the kernel was built with OpenMP.");
     mod.def("default_threads", &sk::default_threads,
             "Threads OpenMP uses by default (OMP_NUM_THREADS), 1 without OpenMP.");

@@ -260,3 +260,61 @@ def test_empty_weights() -> None:
 def test_import_softshare_does_not_import_torch() -> None:
     code = "import sys, softshare; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("mu_dtype", "rest_dtype", "logit_shift", "lam"),
+    [
+        (torch.float32, torch.float32, 0.0, 1e-3),
+        (torch.float64, torch.float64, 0.0, 0.7),
+        (torch.float32, torch.float64, 0.0, 2.0),  # mixed: one float64 copy of the rows
+        (torch.float64, torch.float64, 1e3, 1e-2),  # |logit| > 64: ln pi from the top first
+        (torch.float64, torch.float64, 0.0, 0.0),  # lam = 0: every output exactly 0
+    ],
+)
+def test_native_step_matches_numpy_totals(
+    mu_dtype: torch.dtype, rest_dtype: torch.dtype, logit_shift: float, lam: float
+) -> None:
+    """The value and mixture gradients the kernel finishes natively equal NumPy's totals."""
+    gen = torch.Generator().manual_seed(3)
+    weights = [
+        torch.randn(40, 7, generator=gen) * 0.3,
+        torch.randn(9, generator=gen, dtype=torch.float64),
+    ]
+    mu = torch.tensor([0.0, -0.4, 0.35, 0.8], dtype=mu_dtype, requires_grad=True)
+    log_var = torch.tensor([-6.0, -3.0, -2.5, -4.0], dtype=rest_dtype, requires_grad=True)
+    logit = torch.tensor([2.0, 0.1, -0.3, -1.0], dtype=rest_dtype) + logit_shift
+    logit.requires_grad_(True)
+    for w in weights:
+        w.requires_grad_(True)
+    value = sst.penalty(weights, mu, log_var, logit, lam, backend="native")
+    value.backward()
+    mixture = softshare.Mixture(
+        mu.detach().double().numpy(),
+        log_var.detach().double().numpy(),
+        logit.detach().double().numpy(),
+    )
+    ref = softshare.penalty([w.detach().numpy() for w in weights], mixture, lam)
+    assert value.dtype == torch.float64
+    assert value.item() == pytest.approx(ref.value, rel=1e-12, abs=0.0)
+    for p, want in ((mu, ref.grad_mu), (log_var, ref.grad_log_var), (logit, ref.grad_logit)):
+        assert p.grad is not None
+        assert p.grad.dtype == p.dtype
+        rtol = 1e-12 if p.dtype == torch.float64 else 1e-6
+        np.testing.assert_allclose(p.grad.double().numpy(), want, rtol=rtol, atol=rtol * 1e-3)
+    for w, want in zip(weights, ref.grad_w):
+        assert w.grad is not None
+        np.testing.assert_array_equal(w.grad.numpy(), want)
+    if lam == 0.0:
+        assert value.item() == 0.0
+        assert all(not p.grad.any() for p in (mu, log_var, logit, *weights))  # type: ignore[union-attr]
+
+
+def test_native_step_refuses_a_bad_mixture_with_mixtures_error() -> None:
+    w = torch.randn(50, requires_grad=True)
+    good = torch.tensor([0.0, 0.5])
+    with pytest.raises(ValueError, match="mu"):
+        sst.penalty(w, torch.tensor([0.0, float("nan")]), good, good, backend="native")
+    with pytest.raises(ValueError, match="log_var"):
+        sst.penalty(w, good, torch.tensor([0.0, 800.0]), good, backend="native")
+    assert w.grad is None

@@ -20,15 +20,22 @@ def penalty(
     NDArray[np.float64],
     list[NDArray[np.floating]],
     list[NDArray[np.floating]] | None,
+    tuple[
+        float,
+        NDArray[np.float64],
+        NDArray[np.float64],
+        NDArray[np.float64],
+        NDArray[np.float64],
+    ]
+    | None,
 ]: ...
 def penalty_raw(
     segments: Sequence[tuple[int, int, int, bool]],
-    mu: NDArray[np.float64],
-    log_var: NDArray[np.float64],
-    logit: NDArray[np.float64],
+    mixture: tuple[int, int, int, int, bool],
     lam: float,
     n_threads: int,
-) -> tuple[float, float, NDArray[np.float64]]: ...
+    out: tuple[int, int, int, bool],
+) -> tuple[float | None, float, float, NDArray[np.float64]] | None: ...
 def has_openmp() -> bool: ...
 def default_threads() -> int: ...
 def simd_target() -> str: ...

@@ -48,6 +48,12 @@ def mixture_gradients(
     -------
     (grad_mu, grad_log_var, grad_logit)
         ``-lam S1 / sigma^2``, ``lam/2 (S0 - S2 / sigma^2)`` and ``lam (N pi - S0)``.
+
+    Notes
+    -----
+    The native twin, ``csrc/softshare/gradients.hpp``, finishes
+    ``softshare.torch``'s step without returning to Python;
+    ``tests/test_torch.py`` holds the two together.
     """
     grad_mu = -lam * s1 / var
     grad_log_var = 0.5 * lam * (s0 - s2 / var)

@@ -128,38 +128,43 @@ def penalty(
 
 def penalty_raw(
     segments: list[tuple[int, int, int, bool]],
-    mixture: Mixture,
+    mixture: tuple[int, int, int, int, bool],
     lam: float,
     n_threads: int,
-) -> tuple[float, float, NDArray[np.float64]]:
-    """The fused pass for adapters whose tensors are not NumPy arrays (``softshare.torch``).
+    out: tuple[int, int, int, bool],
+) -> tuple[float | None, float, float, NDArray[np.float64]] | None:
+    """The whole step for adapters whose tensors are not NumPy arrays (``softshare.torch``).
 
-    ``segments`` are ``(weights address, grad_w address, n, float64?)`` of live,
-    contiguous buffers the caller keeps alive; ``lam`` and ``n_threads`` are
-    valid. ``grad_w`` goes into the gradient buffers; the kernel's sums come
-    back as they are, for :func:`totals_raw` (which may run later, on another
-    thread: this function runs no Python code once the kernel has started).
+    ``segments`` are ``(weights address, grad_w address, n, float64?)``,
+    ``mixture`` is ``(mu, log_var, logit addresses, M, float64?)`` and ``out``
+    ``(grad_mu, grad_log_var, grad_logit addresses, float64?)``: live, contiguous buffers the caller
+    keeps alive; ``lam`` is valid. No Python runs between the kernel's start
+    and its return, so this may run on another thread.
+
+    Returns None for a mixture :class:`~softshare.Mixture` refuses (the caller
+    raises its error). Otherwise ``(value, sum_l, check, stats)``: ``grad_w``
+    is in the gradient buffers and, unless ``value`` is None, ``grad_mu``,
+    ``grad_log_var`` and ``grad_logit`` in ``out`` (the formulas of
+    ``_formulas.mixture_gradients``, computed natively). ``value`` None: the
+    caller finishes with :func:`totals_raw`, which raises the errors of
+    :func:`penalty` (non-finite weights, overflow).
     """
-    return _core.penalty_raw(
-        segments, mixture.mu, mixture.log_var, mixture.logit, lam, as_n_threads(n_threads, 1)
-    )
+    return _core.penalty_raw(segments, mixture, lam, as_n_threads(n_threads, 1), out)
 
 
 def totals_raw(
-    raw: tuple[float, float, NDArray[np.float64]],
-    n: int,
+    raw: tuple[float | None, float, float, NDArray[np.float64]],
     mixture: Mixture,
     lam: float,
     views: Callable[[], tuple[Weights, list[NDArray[np.floating]]]],
 ) -> PenaltyTotals:
-    """Value and mixture gradients of :func:`penalty_raw`'s sums over ``n`` weights.
+    """Value and mixture gradients of :func:`penalty_raw`'s sums.
 
-    ``views()`` gives NumPy views of the weights and gradients, which only the
-    error paths and ``lam = 0`` need. Errors are those of :func:`penalty`.
+    The slow path, for a pass whose ``value`` came back None (and for tests):
+    ``views()`` gives NumPy views of the weights and gradients. Errors are
+    those of :func:`penalty`.
     """
-    sum_l, check, stats = raw
-    if lam != 0.0 and math.isfinite(check):
-        return totals_of(float(sum_l), stats, n, mixture, lam)
+    _, sum_l, check, stats = raw
     w, grads = views()
     return _checked_totals(sum_l, check, stats, w, grads, mixture, lam)
 
@@ -172,11 +177,20 @@ def _run(
     responsibilities: bool,
     flat_out: list[NDArray[np.floating]] | None,
 ) -> tuple[PenaltyTotals, list[NDArray[np.floating]], list[NDArray[np.floating]] | None]:
-    """The fused pass and every check of its outputs: totals, flat grad_w, flat gamma."""
-    sum_l, check, stats, grads, gammas = _core.penalty(
+    """The fused pass and every check of its outputs: totals, flat grad_w, flat gamma.
+
+    The kernel finishes the value and mixture gradients itself when nothing
+    needs checking (``native``); otherwise :func:`_checked_totals` does, with
+    its errors.
+    """
+    sum_l, check, stats, grads, gammas, native = _core.penalty(
         w.flat, mix.mu, mix.log_var, mix.logit, lam, threads, responsibilities, flat_out
     )
-    return _checked_totals(sum_l, check, stats, w, grads, mix, lam), grads, gammas
+    if native is None:
+        return _checked_totals(sum_l, check, stats, w, grads, mix, lam), grads, gammas
+    value, grad_mu, g_sigma, grad_log_var, grad_logit = native
+    totals = PenaltyTotals(value, grad_mu, g_sigma, grad_log_var, grad_logit, stats, w.n, sum_l)
+    return totals, grads, gammas
 
 
 def _checked_totals(

@@ -62,6 +62,8 @@ def _check_dtypes_and_devices(ws: list[Any], mu: Any, log_var: Any, logit: Any) 
         if not t.is_floating_point():
             msg = f"{_name(k, len(ws))} must be a real floating-point tensor, got dtype {t.dtype}"
             raise TypeError(msg)
+    if mu.is_cpu and all(t.is_cpu for t in tensors):  # the common case, without device objects
+        return
     device = mu.device
     for k, t in enumerate(tensors):
         if t.device != device:

@@ -35,7 +35,7 @@ Computed = tuple["Tensor", "list[Tensor]", "Tensor", "Tensor", "Tensor"]
 
 def native_applies(weights: Sequence[Tensor], params: Sequence[Tensor]) -> bool:
     """Whether the native kernel takes these tensors: CPU, float32/float64 weights."""
-    return all(t.device.type == "cpu" for t in (*weights, *params)) and all(
+    return all(t.is_cpu for t in (*weights, *params)) and all(
         w.dtype in _NATIVE_DTYPES for w in weights
     )
 
@@ -43,8 +43,8 @@ def native_applies(weights: Sequence[Tensor], params: Sequence[Tensor]) -> bool:
 def value_dtype(weights: Sequence[Tensor], params: Sequence[Tensor]) -> torch.dtype:
     """The dtype of the value: the promotion of every input's dtype."""
     dtype = params[0].dtype
-    for t in (*weights, *params):
-        dtype = torch.promote_types(dtype, t.dtype)
+    for other in {t.dtype for t in (*weights, *params)}:  # a network has one or two
+        dtype = torch.promote_types(dtype, other)
     return dtype
 
 
@@ -70,15 +70,39 @@ def _dense(t: Tensor) -> Tensor:
     return t.detach().resolve_neg().contiguous()
 
 
+def _raw_mixture(
+    mu: Tensor, log_var: Tensor, logit: Tensor
+) -> tuple[tuple[Tensor, ...], tuple[int, int, int, int, bool]]:
+    """Tensors holding the mixture in kernel order, and their raw description.
+
+    The parameters themselves when they share a float32/float64 dtype (the
+    kernel reads them in place), else one float64 copy of all three rows.
+    """
+    params = (mu, log_var, logit)
+    dtype = mu.dtype
+    if not (
+        dtype in _NATIVE_DTYPES
+        and log_var.dtype == dtype
+        and logit.dtype == dtype
+        and all(p.is_contiguous() and not p.is_neg() for p in params)
+    ):
+        rows = torch.stack([p.detach() for p in params]).to("cpu", torch.float64)
+        params = (rows[0], rows[1], rows[2])
+        dtype = torch.float64
+    m = mu.shape[0]
+    return params, (*(p.data_ptr() for p in params), m, dtype == torch.float64)  # type: ignore[return-value]
+
+
 class NativeCall:
     """One native pass over CPU tensors, in three phases: prepare, :meth:`run`, :meth:`finish`.
 
-    Made on the caller's thread (buffers, addresses, the mixture as float64);
-    ``run`` only calls the kernel, which releases the GIL, so it can run on a
-    background thread without waiting for the GIL (the overlapped penalty);
-    ``finish`` turns the sums into tensors. No copy of contiguous weights:
-    the kernel gets the tensors' addresses (NumPy views would cost more than
-    the pass on small layers), and this object keeps the tensors alive.
+    Made on the caller's thread (gradient buffers, addresses); ``run`` only
+    calls the kernel, which releases the GIL and computes the value and every
+    gradient natively, so it can run on a background thread without waiting
+    for the GIL (the overlapped penalty); ``finish`` wraps the results as
+    tensors. No copy of contiguous weights or mixture parameters: the kernel
+    gets the tensors' addresses (NumPy views would cost more than the pass on
+    small layers), and this object keeps the tensors alive.
     """
 
     def __init__(
@@ -99,14 +123,21 @@ class NativeCall:
             (w.data_ptr(), g.data_ptr(), w.numel(), w.dtype == torch.float64)
             for w, g in zip(self.dense, self.grads)
         ]
-        self.mixture = mixture_of(mu, log_var, logit)
+        self.mixture_tensors, self.mixture = _raw_mixture(mu, log_var, logit)
+        # the mixture gradients, in the parameters' dtype when they share one
+        out_dtype = _common_dtype(self.params)
+        self.out = [torch.empty(mu.shape, dtype=out_dtype) for _ in range(3)]
         # by default torch's own thread count: the setting the rest of the step runs on
         self.n_threads = torch.get_num_threads() if n_threads is None else n_threads
-        self.raw: tuple[float, float, np.ndarray] | None = None
+        self.raw: tuple[float | None, float, float, np.ndarray] | None = None
+        self.ran = False
 
     def run(self) -> None:
-        """The kernel: ``grad_w`` into the gradient tensors, the sums kept."""
-        self.raw = penalty_raw(self.segments, self.mixture, self.lam, self.n_threads)
+        """The kernel: ``grad_w`` into the gradient tensors, the rest into ``out``."""
+        g_mu, g_lv, g_logit = self.out
+        out = (g_mu.data_ptr(), g_lv.data_ptr(), g_logit.data_ptr(), g_mu.dtype == torch.float64)
+        self.raw = penalty_raw(self.segments, self.mixture, self.lam, self.n_threads, out)
+        self.ran = True
 
     def _views(self) -> tuple[Weights, list[np.ndarray]]:
         flat = [as_numpy(w).reshape(-1) for w in self.dense]
@@ -115,15 +146,35 @@ class NativeCall:
 
     def finish(self) -> Computed:
         """Value and gradients as tensors (errors as :func:`softshare.penalty`'s)."""
-        assert self.raw is not None, "run() first"
-        n = sum(s[2] for s in self.segments)
-        totals = totals_raw(self.raw, n, self.mixture, self.lam, self._views)
+        assert self.ran, "run() first"
+        value_type = value_dtype(self.weights, self.params)
+        if self.raw is None or self.raw[0] is None:
+            return self._finish_in_python(value_type)
+        g_mu, g_lv, g_logit = (
+            g if g.dtype == p.dtype else g.to(p.dtype) for g, p in zip(self.out, self.params)
+        )
+        return torch.tensor(self.raw[0], dtype=value_type), self.grads, g_mu, g_lv, g_logit
+
+    def _finish_in_python(self, value_type: torch.dtype) -> Computed:
+        """The slow path: a mixture the kernel refused, or a pass that needs its checks."""
+        mixture = mixture_of(*self.params)  # raises Mixture's error for a refused mixture
+        if self.raw is None:  # pragma: no cover (Mixture refuses what the kernel does)
+            msg = "the mixture is outside what the kernel supports"
+            raise ValueError(msg)
+        totals = totals_raw(self.raw, mixture, self.lam, self._views)
         g_mu, g_lv, g_logit = (
             torch.from_numpy(g).to(p.dtype)
             for g, p in zip((totals.grad_mu, totals.grad_log_var, totals.grad_logit), self.params)
         )
-        value = torch.tensor(totals.value, dtype=value_dtype(self.weights, self.params))
-        return value, self.grads, g_mu, g_lv, g_logit
+        return torch.tensor(totals.value, dtype=value_type), self.grads, g_mu, g_lv, g_logit
+
+
+def _common_dtype(params: Sequence[Tensor]) -> torch.dtype:
+    """The mixture parameters' one float32/float64 dtype, else float64."""
+    dtype = params[0].dtype
+    if dtype in _NATIVE_DTYPES and all(p.dtype == dtype for p in params):
+        return dtype
+    return torch.float64
 
 
 def compute(

@@ -23,14 +23,16 @@ if TYPE_CHECKING:
 __all__ = ["PenaltyFunction", "differentiable_grads", "scaled_grads"]
 
 
+_KEEP_GRAPH_QUERY = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+
+
 def _keeps_graph() -> bool:
     """Whether the running backward keeps its graph (``retain_graph=True``).
 
     Unknown (an older or newer torch without the query) counts as keeping it:
     the gradients then stay saved, which is always correct.
     """
-    query = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
-    return True if query is None else bool(query())
+    return True if _KEEP_GRAPH_QUERY is None else bool(_KEEP_GRAPH_QUERY())
 
 
 def scaled_grads(grad_value: Tensor, saved: Sequence[Tensor], *, eager: bool) -> list[Tensor]:
