@@ -18,7 +18,11 @@ Step variants, timed in interleaved rounds so that machine noise hits all alike:
 - ``torch.compile``: the same penalty through ``torch.compile``;
 - ``softshare``: + ``MixturePrior`` (:func:`softshare.torch.penalty`);
 - ``softshare overlapped``: ``MixturePrior.start`` at the start of the step,
-  ``join()`` before ``optimizer.step()``.
+  ``join()`` before ``optimizer.step()``;
+- ``none + bare pass``: ``none`` with ``softshare.penalty`` called on NumPy
+  views of the weights after the backward pass, its result thrown away (no
+  autograd, no gradient added, the mixture not trained): what the pass alone
+  costs inside a step, the floor of any form of the prior.
 
 Also timed in the same rounds: the isolated pass (``softshare.penalty`` on
 NumPy views of the weights, the same threads) and ``MixturePrior`` forward +
@@ -44,7 +48,14 @@ from softshare.testing import dense_penalty
 from _timing import machine_line
 
 LAM = 1e-6
-VARIANTS = ["none", "plain autograd", "torch.compile", "softshare", "softshare overlapped"]
+VARIANTS = [
+    "none",
+    "plain autograd",
+    "torch.compile",
+    "softshare",
+    "softshare overlapped",
+    "none + bare pass",
+]
 ISOLATED = ["isolated pass (NumPy)", "MixturePrior fwd+bwd"]
 
 
@@ -83,7 +94,9 @@ class Setup:
         self.prior = make_prior()
         self.params = list(self.model.parameters())
         groups: list[dict[str, Any]] = [{"params": self.params}]
-        if variant != "none":
+        self.arrays = [p.detach().numpy() for p in self.params]  # views: see the updates
+        self.mixture = self.prior.mixture()
+        if not variant.startswith("none"):
             groups += self.prior.parameter_groups(lr_mu=5e-4, lr_log_var=1e-2, lr_logit=3e-3)
         self.opt = torch.optim.Adam(groups, lr=2e-3)
         self.x = torch.randn(batch, *in_shape)
@@ -111,6 +124,8 @@ class Setup:
         elif self.variant == "softshare":
             loss = loss + prior(self.model, LAM)
         loss.backward()
+        if self.variant == "none + bare pass":
+            softshare.penalty(self.arrays, self.mixture, LAM, n_threads=torch.get_num_threads())
         opt.step()
 
 
