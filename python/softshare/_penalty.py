@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _core
 from ._inputs import Weights, as_lam, as_mixture, as_n_threads, as_out, as_weights
-from ._result import PenaltyResult, PenaltyTotals, build_result, totals_of
+from ._result import PenaltyResult, PenaltyTotals, build_result, new_totals, totals_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -189,7 +189,7 @@ def _run(
     if native is None:
         return _checked_totals(sum_l, check, stats, w, grads, mix, lam), grads, gammas
     value, grad_mu, g_sigma, grad_log_var, grad_logit = native
-    totals = PenaltyTotals(value, grad_mu, g_sigma, grad_log_var, grad_logit, stats, w.n, sum_l)
+    totals = new_totals(value, grad_mu, g_sigma, grad_log_var, grad_logit, stats, w.n, sum_l)
     return totals, grads, gammas
 
 

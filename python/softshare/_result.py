@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, TypeVar, Union
 
 import numpy as np
 
@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from ._inputs import Weights
     from ._mixture import Mixture
 
-__all__ = ["PenaltyResult", "PenaltyTotals", "from_partial_sums"]
+__all__ = ["PenaltyResult", "PenaltyTotals", "from_partial_sums", "new_totals"]
+
+_T = TypeVar("_T")
 
 #: One array, or a list of arrays in the order of the caller's weights.
 ArrayOrList = Union["NDArray[np.floating]", "list[NDArray[np.floating]]"]
@@ -87,6 +89,30 @@ class PenaltyTotals:
     stats: NDArray[np.float64]
     n: int
     sum_log_density: float
+
+
+def new_totals(
+    value: float,
+    grad_mu: NDArray[np.float64],
+    grad_sigma: NDArray[np.float64],
+    grad_log_var: NDArray[np.float64],
+    grad_logit: NDArray[np.float64],
+    stats: NDArray[np.float64],
+    n: int,
+    sum_log_density: float,
+) -> PenaltyTotals:
+    """A :class:`PenaltyTotals` of its fields, made as fast as a tuple."""
+    return _frozen(
+        PenaltyTotals,
+        value=value,
+        grad_mu=grad_mu,
+        grad_sigma=grad_sigma,
+        grad_log_var=grad_log_var,
+        grad_logit=grad_logit,
+        stats=stats,
+        n=n,
+        sum_log_density=sum_log_density,
+    )
 
 
 def from_partial_sums(partials: ArrayLike, mixture: Mixture, lam: float = 1.0) -> PenaltyTotals:
@@ -163,6 +189,17 @@ def totals_of(
     return PenaltyTotals(value, grad_mu, g_sigma, grad_log_var, grad_logit, stats, n, sum_l)
 
 
+def _frozen(cls: type[_T], **fields: object) -> _T:
+    """An instance of the frozen dataclass ``cls`` given every field.
+
+    What its ``__init__`` makes, without a frozen ``__setattr__`` call per
+    field (about 3 µs of a 20 µs small call for the two results of a pass).
+    """
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
+
+
 def build_result(
     totals: PenaltyTotals,
     *,
@@ -179,7 +216,8 @@ def build_result(
     grad_w = weights.unflatten(grads)
     if out is not None:  # the caller's own arrays (grads are flat views of them)
         grad_w = list(out) if weights.is_sequence else out  # type: ignore[assignment]
-    return PenaltyResult(
+    return _frozen(
+        PenaltyResult,
         value=totals.value,
         grad_w=grad_w,
         grad_mu=totals.grad_mu,
@@ -187,7 +225,7 @@ def build_result(
         grad_log_var=totals.grad_log_var,
         grad_logit=totals.grad_logit,
         stats=totals.stats,
-        n=weights.n,
+        n=totals.n,
         gamma=None if gammas is None else weights.unflatten_gamma(gammas),
         sum_log_density=totals.sum_log_density,
     )
