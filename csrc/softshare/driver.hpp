@@ -169,7 +169,8 @@ struct Workspace {
           cell(ws.size()),
           count(static_cast<std::size_t>(cells)) {}
     Scratch<T> scratch() {
-        return {buf.data(), sub.data(), acc.data(), ws.data(), idx.data(), cell.data(), count.data()};
+        return {buf.data(), sub.data(),  acc.data(),  ws.data(),
+                idx.data(), cell.data(), count.data()};
     }
 
     AlignedVector<T> buf;
@@ -293,8 +294,8 @@ struct Runner {
     }
     Workspace<double>& ws64(ThreadScratch& ts) const {
         if (!ts.ws64) {
-            ts.ws64 = std::make_unique<Workspace<double>>(m(), table.lanes_f64,
-                                                          group64.active ? group64.view().cells : 0);
+            ts.ws64 = std::make_unique<Workspace<double>>(
+                m(), table.lanes_f64, group64.active ? group64.view().cells : 0);
         }
         return *ts.ws64;
     }
@@ -403,10 +404,11 @@ inline void flag_nan_sums(Totals& totals) {
 //
 // Memory: the scratch of the precisions the segments use, per thread, sized
 // for the instruction set in use (about M x 832 bytes per thread for float32 on
-// AVX-512), and with the grouped kernel its sort's (about 50 KB). An allocation failure is a std::bad_alloc from this function:
-// nothing may throw out of the parallel region, so what a block throws (its
-// thread's scratch, made on its first block, or a slow path's buffer) is kept
-// and rethrown here after the region.
+// AVX-512, and some 50 KB more for the grouped kernel's sort). An allocation
+// failure is a std::bad_alloc from this function: nothing may throw out of
+// the parallel region, so what a block throws (its thread's scratch, made on
+// its first block, or a slow path's buffer) is kept and rethrown here after
+// the region.
 inline Totals run_penalty(const KernelTable& table, const double* mu, const double* log_var,
                           const double* logit, std::int64_t m, double lam,
                           const std::vector<Segment>& segments, int n_threads) {
@@ -429,8 +431,8 @@ inline Totals run_penalty(const KernelTable& table, const double* mu, const doub
     const Grouping<float> group32 =
         f32_fast ? plan_grouping(comp32.view(), n32) : Grouping<float>{};
     const Grouping<double> group64 = plan_grouping(comp64.view(), n64);
-    const detail::Runner runner{table, segments, comp32.view(), comp64.view(), lam,
-                                f32_fast, gamma, group32, group64};
+    const detail::Runner runner{table,    segments, comp32.view(), comp64.view(), lam,
+                                f32_fast, gamma,    group32,       group64};
 
     // Block b of the whole problem lies in the segment s with
     // first_block[s] <= b < first_block[s + 1]: O(segments) memory, not O(N).

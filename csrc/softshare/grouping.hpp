@@ -12,10 +12,13 @@
 // the sum of the e's, to grad_w, to gamma and to S0, S1, S2, and is not the
 // maximum: leaving it out changes no bit of a weight's results (tile_pass).
 //
-// The bound. The weight axis is cut into cells (GroupingView). For a cell,
-// [a, b] is an interval that holds every weight the kernel puts in it (the
-// cell widened by 1/16 of its width, more than the rounding of the cell's
-// index in T and of a and b in float64 together). For w in [a, b] and any
+// The bound. The weight axis is cut into K <= kGroupMaxCells cells of width
+// h = 1 / inv_h (GroupingView). For a cell, [a, b] is an interval that holds
+// every weight the kernel puts in it: the cell widened by h/16 on each side.
+// The kernel's fl(fl(fl(w - x0) inv_h) + 1) is within 4u (K + 3) <= 2^-12
+// cells of (w - x0) inv_h + 1 (u = 2^-24 for float32) and a, b are computed in
+// float64 within 2^-51 (|x0| inv_h + K + 2) <= 2^-10 cells (|x0| inv_h < 2^40
+// is required): both together stay below the 1/16. For w in [a, b] and any
 // component k, with d = |w - mu_k| between dmin_k and dmax_k (the distances
 // of mu_k to the nearest and the farthest point of [a, b]), the computed z_k
 // and l_k (each operation rounded to T, unit roundoff u, with or without FMA
@@ -67,15 +70,19 @@ constexpr std::int64_t kGroupMinComponents = 32;
 constexpr std::int64_t kGroupMinWeights = 8 * kBlockSize;
 constexpr double kGroupSortCost = 16.0;  // the sort, in components evaluated per weight
 constexpr double kGroupGain = 0.75;      // group when window + sort cost <= this x M
+// Cells of the grid at most: a float32 weight's cell index is then accurate to
+// far better than the 1/16 cell of margin (see the bound).
+constexpr std::int64_t kGroupMaxCells = 1024;
 
 // The plan for weights of type T (inactive: the plain kernel).
 template <class T>
 struct Grouping {
     bool active = false;
     std::int64_t m = 0;
-    std::vector<T> sorted;           // the kernel's constants (rows mu, r, r_lo, c, a) in mean order
-    std::vector<std::int64_t> perm;  // mean order -> the caller's component index
-    bool identity = true;            // the means are in order: perm[j] == j
+    // The kernel's constants (rows mu, r, r_lo, c, a) in mean order.
+    std::vector<T> sorted;
+    std::vector<std::int64_t> perm;        // mean order -> the caller's component index
+    bool identity = true;                  // the means are in order: perm[j] == j
     std::vector<std::int32_t> j_lo, j_hi;  // per cell (grid cells + 2)
     T x0 = T(0), inv_h = T(0);
     double mean_window = 0.0;  // average window over the grid's cells (tests, tuning)
@@ -85,8 +92,8 @@ struct Grouping {
         return {p, p + m, p + 2 * m, p + 3 * m, p + 4 * m, m};
     }
     GroupingView<T> view() const {
-        return {x0, inv_h, static_cast<std::int64_t>(j_lo.size()), j_lo.data(), j_hi.data(),
-                identity ? nullptr : perm.data()};
+        return {x0,          inv_h,       static_cast<std::int64_t>(j_lo.size()),
+                j_lo.data(), j_hi.data(), identity ? nullptr : perm.data()};
     }
 };
 
@@ -103,10 +110,11 @@ struct CellBounds {
     static constexpr double kLow = std::numeric_limits<T>::min_exponent - 1;
     static constexpr double kInf = std::numeric_limits<double>::infinity();
 
-    explicit CellBounds(const ComponentsView<T>& s)
-        : m(s.m),
-          mu(m), r(m), rl(m), c_up(m), c_lo(m),
-          suf_c(m), suf_r(m), suf_rl(m), pre_c(m), pre_r(m), pre_rl(m) {
+    explicit CellBounds(const ComponentsView<T>& s) : m(s.m) {
+        for (std::vector<double>* v :
+             {&mu, &r, &rl, &c_up, &c_lo, &suf_c, &suf_r, &suf_rl, &pre_c, &pre_r, &pre_rl}) {
+            v->resize(static_cast<std::size_t>(m));
+        }
         for (std::size_t j = 0; j < mu.size(); ++j) {
             mu[j] = static_cast<double>(s.mu[j]);
             r[j] = static_cast<double>(s.r[j]);
@@ -155,10 +163,11 @@ struct CellBounds {
     // The window [lo, hi] of the components live somewhere in [a, b] (lo > hi:
     // none found, which a sound bound never gives).
     void window(double a, double b, std::int64_t& lo, std::int64_t& hi) const {
-        const auto first = static_cast<std::size_t>(
-            std::lower_bound(mu.begin(), mu.end(), a) - mu.begin());  // mu >= a
-        const auto past = static_cast<std::size_t>(
-            std::upper_bound(mu.begin(), mu.end(), b) - mu.begin());  // mu > b
+        // [first, past): the means in [a, b].
+        const auto first =
+            static_cast<std::size_t>(std::lower_bound(mu.begin(), mu.end(), a) - mu.begin());
+        const auto past =
+            static_cast<std::size_t>(std::upper_bound(mu.begin(), mu.end(), b) - mu.begin());
         double mx_lo = -kInf;
         const std::size_t cand_lo = first > 0 ? first - 1 : 0;
         const std::size_t cand_hi = std::min(past, mu.size() - 1);
@@ -221,13 +230,14 @@ Grouping<T> plan_grouping(const ComponentsView<T>& comp, std::int64_t n_weights)
     const detail::CellBounds<T> bounds(plan.comp());
 
     // The grid: 3 M cells over the means' range and a quarter of it on each
-    // side (about half the spacing of evenly spread means). Its origin and
-    // scale as rounded to T are what the kernel uses, and so what defines the
-    // cells here.
+    // side (about half the spacing of evenly spread means), at most
+    // kGroupMaxCells (each block zeroes, sums and walks its cells). Its origin
+    // and scale as rounded to T are what the kernel uses, and so what defines
+    // the cells here.
     const double mu_min = bounds.mu.front(), mu_max = bounds.mu.back();
     const double span = mu_max - mu_min;
     if (!(span > 0) || !std::isfinite(span)) return plan;
-    const std::int64_t grid = std::min<std::int64_t>(3 * m, std::int64_t(1) << 16);
+    const std::int64_t grid = std::min(3 * m, kGroupMaxCells);
     const T x0 = static_cast<T>(mu_min - 0.25 * span);
     const T inv_h = static_cast<T>(static_cast<double>(grid) / (1.5 * span));
     if (!std::isfinite(x0) || !std::isnormal(inv_h)) return plan;

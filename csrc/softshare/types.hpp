@@ -61,10 +61,10 @@ template <class T>
 struct GroupingView {
     T x0;
     T inv_h;
-    std::int64_t cells;         // grid cells + 2
-    const std::int32_t* j_lo;   // per cell: first component that may be non-zero
-    const std::int32_t* j_hi;   // per cell: last one (inclusive)
-    const std::int64_t* perm;   // component in mean order -> the caller's index (null: same)
+    std::int64_t cells;        // grid cells + 2
+    const std::int32_t* j_lo;  // per cell: first component that may be non-zero
+    const std::int32_t* j_hi;  // per cell: last one (inclusive)
+    const std::int64_t* perm;  // component in mean order -> the caller's index (null: same)
 };
 
 // Per-thread scratch of one block, owned by the caller; with L the lanes of one
