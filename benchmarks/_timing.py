@@ -90,3 +90,20 @@ def make_problem(n: int, m: int, seed: int = 0) -> tuple[Any, Any]:
         logit=rng.normal(0.0, 0.5, m),
     )
     return w, mix
+
+
+def make_codebook(n: int, m: int, seed: int = 0) -> tuple[Any, Any]:
+    """float32 weights ~ N(0, 0.1) and an M-component codebook over them (issue 14's
+    setup): means spread evenly over the weights' range, sigma half their spacing."""
+    import numpy as np
+
+    import softshare
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0.0, 0.1, n).astype(np.float32)
+    mu = np.linspace(float(w.min()), float(w.max()), m)
+    sigma = 0.5 * (mu[-1] - mu[0]) / max(m - 1, 1)
+    mix = softshare.Mixture(
+        mu=mu, log_var=np.full(m, 2 * np.log(sigma)), logit=rng.normal(0.0, 0.5, m)
+    )
+    return w, mix

@@ -10,7 +10,10 @@ Peers (each computes the value and all four gradients, float32 weights):
 
 Every peer is first checked against the float64 reference; then each is timed
 (median of repeated calls after warm-up, 2 threads) for N in {1e4, 1e6, 1e7}
-and M in {3, 16, 64}. Writes a Markdown table of times and speed-ups (over
+and M in {3, 16, 64} (means in [-0.3, 0.3], sigma 0.05), and for codebooks
+(rows "M codebook": means spread evenly over the weights' range, sigma half
+their spacing) of M in {8, 16, 256}; the dense peers skip problems of more
+than 7e8 weight-component pairs (N x M floats several times over). Writes a Markdown table of times and speed-ups (over
 the fastest peer), the peak memory of one call at N = 1e7, M = 16 (each peer
 in a subprocess of its own), and a log-log plot of time against N.
 
@@ -41,10 +44,13 @@ import softshare
 from softshare import reference
 from softshare.testing import dense_penalty
 
-from _timing import fmt_ms, machine_line, make_problem, timed
+from _timing import fmt_ms, machine_line, make_codebook, make_problem, timed
 
 THREADS = 2
 LAM = 1e-3
+# Pairs (N x M) beyond which only softshare runs: the dense peers hold N x M
+# tensors several times over.
+MAX_DENSE_PAIRS = 7e8
 Fn = Callable[[], Any]
 
 
@@ -204,7 +210,7 @@ def peak_memory(name: str, n: int, m: int) -> float | None:
 
 
 def plot(
-    results: dict[tuple[str, int, int], float], peers: list[str], sizes: list[int], path: Path
+    results: dict[tuple[str, int, str], float], peers: list[str], sizes: list[int], path: Path
 ) -> bool:
     try:
         import matplotlib
@@ -213,7 +219,7 @@ def plot(
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    ms = sorted({m for (_, _, m) in results})
+    ms = list(dict.fromkeys(m for (_, _, m) in results))
     fig, axes = plt.subplots(1, len(ms), figsize=(4.2 * len(ms), 3.8), sharey=True)
     for ax, m in zip(np.atleast_1d(axes), ms):
         for name in peers:
@@ -241,11 +247,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per cell")
     parser.add_argument("--sizes", type=int, nargs="*", help="override the values of N")
     parser.add_argument("--ms", type=int, nargs="*", default=[3, 16, 64], help="values of M")
+    parser.add_argument(
+        "--codebook-ms", type=int, nargs="*", default=[8, 16, 256], help="M of the codebooks"
+    )
     args = parser.parse_args(argv)
 
     sizes = [10_000, 1_000_000] if args.quick else [10_000, 1_000_000, 10_000_000]
     sizes = args.sizes or sizes
-    ms = args.ms
+    cases = [(str(m), m, make_problem) for m in args.ms]
+    cases += [(f"{m} codebook", m, make_codebook) for m in args.codebook_ms]
     notes: list[str] = []
     peers = []
     for name in args.peers:
@@ -264,16 +274,19 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print(f"checked {name} against the float64 reference: ok", flush=True)
 
-    results: dict[tuple[str, int, int], float] = {}
+    results: dict[tuple[str, int, str], float] = {}
     for n in sizes:
-        for m in ms:
-            w, mix = make_problem(n, m)
+        for label, m, make in cases:
+            w, mix = make(n, m)
             for name in peers:
+                if name != "softshare" and n * m > MAX_DENSE_PAIRS:
+                    continue
                 fn = PEERS[name][0](w, mix)
                 hi = 10 if name in ("numpy", "torch") else 100
-                results[(name, n, m)] = timed(fn, args.budget, hi=hi, warmup=2)
+                results[(name, n, label)] = timed(fn, args.budget, hi=hi, warmup=2)
                 print(
-                    f"N={n:.0e} M={m:2d} {name:>14}: {fmt_ms(results[(name, n, m)])} ms", flush=True
+                    f"N={n:.0e} M={label:>12} {name:>14}: {fmt_ms(results[(name, n, label)])} ms",
+                    flush=True,
                 )
 
     lines = [
@@ -289,13 +302,15 @@ def main(argv: list[str] | None = None) -> None:
     ]
     others = [p for p in peers if p != "softshare"]
     for n in sizes:
-        for m in ms:
-            cells = [fmt_ms(results[(p, n, m)]) for p in peers]
+        for label, _, _ in cases:
+            cells = [
+                fmt_ms(results[(p, n, label)]) if (p, n, label) in results else "-" for p in peers
+            ]
             ratio = "-"
-            if "softshare" in peers and others:
-                best = min(results[(p, n, m)] for p in others)
-                ratio = f"{best / results[('softshare', n, m)]:.1f}x"
-            lines.append(f"| {n:.0e} | {m} | " + " | ".join(cells) + f" | {ratio} |")
+            ran = [results[(p, n, label)] for p in others if (p, n, label) in results]
+            if "softshare" in peers and ran:
+                ratio = f"{min(ran) / results[('softshare', n, label)]:.1f}x"
+            lines.append(f"| {n:.0e} | {label} | " + " | ".join(cells) + f" | {ratio} |")
 
     if not args.quick and 10_000_000 in sizes:
         lines += ["", "Peak memory of one call beyond the inputs, N = 1e7, M = 16 (MiB):", ""]

@@ -288,6 +288,20 @@ py::array vmath(const std::string& fn, const py::array& x, const std::string& ta
     return y;
 }
 
+// Testing hook: whether a pass over n_weights weights (float64 or float32)
+// with this mixture uses the grouped kernel (grouping.hpp), and its plan's
+// average window and cell count.
+py::tuple grouping(const Params& mu, const Params& log_var, const Params& logit,
+                   std::int64_t n_weights, bool f64) {
+    const std::int64_t m = mixture_size(mu, log_var, logit);
+    const auto describe = [&](const auto& comp) {
+        const auto plan = sk::plan_grouping(comp.view(), comp.exact() ? n_weights : 0);
+        return py::make_tuple(plan.active, plan.mean_window, plan.j_lo.size());
+    };
+    if (f64) return describe(sk::Components<double>(mu.data(), log_var.data(), logit.data(), m));
+    return describe(sk::Components<float>(mu.data(), log_var.data(), logit.data(), m));
+}
+
 // ---- the compressed model file's entropy coder (csrc/softshare/codec.hpp) ----------------
 // Checks the raw-pointer contract (dtypes, shapes, index range); the file's
 // own checks (limits, checksums, names) live in python/softshare/_modelfile.py.
@@ -463,6 +477,9 @@ PYBIND11_MODULE(_core, mod) {
             "Use the kernels of one supported instruction set (ValueError otherwise).");
     mod.def("_vmath", &vmath, py::arg("fn"), py::arg("x"), py::arg("target"),
             "Testing hook: the kernel's 2^x (x <= 0) or log (x >= 1) on one SIMD target.");
+    mod.def("_grouping", &grouping, py::arg("mu"), py::arg("log_var"), py::arg("logit"),
+            py::arg("n_weights"), py::arg("f64"),
+            "Testing hook: (grouped?, mean window, cells) of the plan for such a pass.");
     mod.attr("block_size") = sk::kBlockSize;
 
     // ---- the compressed model file's entropy coder (codec.hpp; used by _modelfile.py) ----

@@ -44,6 +44,8 @@ KernelTable table() {
     return {SOFTSHARE_STR(SOFTSHARE_ISA_NS),
             &process_block<float>,
             &process_block<double>,
+            &process_block_grouped<float>,
+            &process_block_grouped<double>,
             &exp2_array<float>,
             &exp2_array<double>,
             &log_array<float>,

@@ -35,6 +35,187 @@ namespace SOFTSHARE_ISA_NS {
 // kUnroll vectors are kUnroll independent dependency chains, computed in
 // lockstep, which keep the FP pipes busy while one exp waits on its latency.
 
+// One tile of weights wt (valid: 1 for a weight, 0 for a padded lane) against
+// the components [j0, j1): its g = sum_j gamma_j z_j a_j (grad_w before lam),
+// inv_s = valid / sum_j 2^(l_j - max), big_l = sum of the lanes' L, and its
+// S0, S1, S2 terms added to sub (3 x M vectors: S0, S1, S2 partials, indexed
+// by component). buf (at least (j1 - j0) x kUnroll vectors) keeps the
+// shifted exponentials for the responsibilities.
+//
+// Per weight, the result depends only on the weight and on [j0, j1): a
+// component left out whose 2^(l_j - max) is exactly 0 (grouping.hpp) changes
+// nothing, since the max is another component's, and adding an exact 0 to s
+// or g is the identity.
+template <class T>
+SOFTSHARE_INLINE void tile_pass(const ComponentsView<T>& comp, std::int64_t j0, std::int64_t j1,
+                                const Vec<T> (&wt)[kUnroll], const Vec<T> (&valid)[kUnroll],
+                                Vec<T>* buf, Vec<T>* sub, Vec<T> (&g)[kUnroll],
+                                Vec<T> (&inv_s)[kUnroll], Vec<T>& big_l) {
+    using V = Vec<T>;
+    constexpr int U = kUnroll;
+    const std::int64_t m = comp.m;
+    const T* mu = comp.mu;
+    const T* r = comp.r;
+    const T* r_lo = comp.r_lo;
+    const T* c = comp.c;
+    const T* a = comp.a;
+    V* sub0 = sub;
+    V* sub1 = sub + m;
+    V* sub2 = sub + 2 * m;
+    V* b = buf - j0 * U;  // b[j * U + u]: component j's vector u
+
+    // Pass 1: log-terms in base 2, l = c - z^2 with z = (w - mu) r, and their
+    // maximum. r_lo restores what rounding mu to T lost: where w is near mu,
+    // w - mu[j] is exact (Sterbenz) and z = (w - mu[j]) r - mu_lo r.
+    V mx[U];
+    for (int u = 0; u < U; ++u) mx[u] = splat(-std::numeric_limits<T>::infinity());
+    for (std::int64_t j = j0; j < j1; ++j) {
+        const T mu_j = mu[j], r_j = r[j], rl_j = r_lo[j], c_j = c[j];
+        for (int u = 0; u < U; ++u) {
+            const V z = (wt[u] - mu_j) * r_j - rl_j;
+            const V l = c_j - z * z;
+            b[j * U + u] = l;
+            mx[u] = vmax<T>(mx[u], l);
+        }
+    }
+
+    // Pass 2: shifted exponentials and their sum (>= 1: the max term is 1).
+    V s[U];
+    for (int u = 0; u < U; ++u) s[u] = V{};
+    for (std::int64_t j = j0; j < j1; ++j) {
+        V e[U];
+        for (int u = 0; u < U; ++u) e[u] = b[j * U + u] - mx[u];
+        exp2_neg_n<T, U>(e);
+        for (int u = 0; u < U; ++u) {
+            b[j * U + u] = e[u];
+            s[u] += e[u];
+        }
+    }
+
+    // L = max + log(sum); masked lanes contribute nothing anywhere.
+    big_l = V{};
+    for (int u = 0; u < U; ++u) {
+        inv_s[u] = valid[u] / s[u];
+        big_l += valid[u] * (mx[u] * T(0.6931471805599453) + log_ge1<T>(s[u]));
+    }
+
+    // Pass 3: responsibilities, grad_w and the component sums in units of z
+    // (w - mu = z / r: S1 and S2 are rescaled once per block), the U vectors
+    // of each component summed before they meet the accumulators.
+    for (int u = 0; u < U; ++u) g[u] = V{};
+    for (std::int64_t j = j0; j < j1; ++j) {
+        const T a_j = a[j], mu_j = mu[j], r_j = r[j], rl_j = r_lo[j];
+        V s0 = V{}, s1 = V{}, s2 = V{};
+        for (int u = 0; u < U; ++u) {
+            const V gam = b[j * U + u] * inv_s[u];
+            const V z = (wt[u] - mu_j) * r_j - rl_j;
+            const V gz = gam * z;
+            g[u] += gz * a_j;  // gamma (w - mu) / sigma^2
+            s0 += gam;
+            s1 += gz;
+            s2 += gz * z;
+        }
+        sub0[j] += s0;
+        sub1[j] += s1;
+        sub2[j] += s2;
+    }
+}
+
+// The block's partial = [sum L, check, S0(M), S1(M), S2(M)]: sum L and check
+// from their lanes, folded in a fixed order; S0, S1, S2 from acc, 3 x M
+// per-lane accumulators (lanes = L) or 3 x M sums (lanes = 1), for the
+// components [lo, hi] (the others 0); component j's sums go to perm[j] (j
+// without perm), and acc is then scratch.
+template <class T, int lanes>
+SOFTSHARE_INLINE void finish_partial(const ComponentsView<T>& comp, const double* lsum,
+                                     const double* check, double* acc, std::int64_t lo,
+                                     std::int64_t hi, const std::int64_t* perm, double* partial) {
+    constexpr int L = Simd<T>::kLanes;
+    const std::int64_t m = comp.m;
+    double total_l = 0.0, total_check = 0.0;
+    for (int t = 0; t < L; ++t) {
+        total_l += lsum[t];
+        total_check += check[t];
+    }
+    partial[0] = total_l;
+    partial[1] = total_check;
+    double* sums = partial + 2;
+    if (lo > 0 || hi < m - 1) {
+        for (std::int64_t k = 0; k < 3 * m; ++k) sums[k] = 0.0;
+    }
+    for (std::int64_t k0 = 0; k0 < 3 * m; k0 += m) {
+        for (std::int64_t k = k0 + lo; k <= k0 + hi; ++k) {
+            const double* in = acc + k * lanes;
+            double sum = 0.0;
+            for (int t = 0; t < lanes; ++t) sum += in[t];
+            sums[k] = sum;
+        }
+    }
+    // From units of z back to w - mu: S1 / r, S2 / r^2 (r as rounded to T).
+    for (std::int64_t j = lo; j <= hi; ++j) {
+        const double r_j = static_cast<double>(comp.r[j]);
+        sums[m + j] /= r_j;
+        sums[2 * m + j] /= r_j * r_j;
+    }
+    if (perm != nullptr) {
+        for (std::int64_t k = 0; k < 3 * m; ++k) acc[k] = sums[k];
+        for (std::int64_t k0 = 0; k0 < 3 * m; k0 += m) {
+            for (std::int64_t j = 0; j < m; ++j) sums[k0 + perm[j]] = acc[k0 + j];
+        }
+    }
+}
+
+// The sum of v's lanes in float64, pairwise in a fixed order.
+template <class T>
+SOFTSHARE_INLINE double fold_lanes(Vec<T> v) {
+    constexpr int L = Simd<T>::kLanes;
+    alignas(64) double lanes[L] = {};
+    add_to_f64(lanes, v);
+    for (int width = L / 2; width > 0; width /= 2) {
+        for (int t = 0; t < width; ++t) lanes[t] += lanes[t + width];
+    }
+    return lanes[0];
+}
+
+// Loads one tile of weights from p (cnt of them; a short tile is padded with
+// p[0], masked out by valid).
+template <class T>
+SOFTSHARE_INLINE void load_tile(const T* p, std::int64_t cnt, Vec<T> (&wt)[kUnroll],
+                                Vec<T> (&valid)[kUnroll]) {
+    constexpr int L = Simd<T>::kLanes;
+    constexpr int TL = kUnroll * L;
+    if (cnt == TL) {
+        for (int u = 0; u < kUnroll; ++u) {
+            wt[u] = load(p + u * L);
+            valid[u] = splat(T(1));
+        }
+        return;
+    }
+    alignas(64) T wpad[TL], vpad[TL];
+    for (int t = 0; t < TL; ++t) {
+        wpad[t] = t < cnt ? p[t] : p[0];
+        vpad[t] = t < cnt ? T(1) : T(0);
+    }
+    for (int u = 0; u < kUnroll; ++u) {
+        wt[u] = load(wpad + u * L);
+        valid[u] = load(vpad + u * L);
+    }
+}
+
+// g *= lam, and check += (NaN iff some lane's g is NaN or inf, which a NaN or
+// infinite weight always makes it). Unmasked: a padded lane copies a weight
+// of its tile and is not finite only if that weight is not (and valid[]
+// stays out of pass 3's registers).
+template <class T>
+SOFTSHARE_INLINE void scale_and_check(Vec<T> (&g)[kUnroll], T lam, double* check) {
+    Vec<T> bad = Vec<T>{};
+    for (int u = 0; u < kUnroll; ++u) {
+        g[u] *= lam;
+        bad += g[u] - g[u];
+    }
+    add_to_f64(check, bad);
+}
+
 template <class T>
 void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamma, std::int64_t n,
                    T lam, double* partial, const Scratch<T>& scratch) {
@@ -45,17 +226,9 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
     static_assert(kBlockSize % TL == 0, "blocks hold whole tiles");
     static_assert(TL <= kMaxTileLanes, "tiles hold at most kMaxTileLanes weights");
     const std::int64_t m = comp.m;
-    const T* mu = comp.mu;
-    const T* r = comp.r;
-    const T* r_lo = comp.r_lo;
-    const T* c = comp.c;
-    const T* a = comp.a;
     V* buf = reinterpret_cast<V*>(scratch.buf);  // m x U vectors: this tile's l, then e
     V* sub = reinterpret_cast<V*>(scratch.sub);  // 3 x m vectors: S0, S1, S2 partials
     double* acc = scratch.acc;                   // 3 x m x L float64
-    V* sub0 = sub;
-    V* sub1 = sub + m;
-    V* sub2 = sub + 2 * m;
     for (std::int64_t k = 0; k < 3 * m; ++k) sub[k] = V{};
     for (std::int64_t k = 0; k < 3 * m * L; ++k) acc[k] = 0.0;
 
@@ -65,94 +238,11 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
     int tile = 0;
     for (std::int64_t i0 = 0; i0 < n; i0 += TL, ++tile) {
         const std::int64_t cnt = n - i0 < TL ? n - i0 : TL;
-        V wt[U], valid[U];
-        if (cnt == TL) {
-            for (int u = 0; u < U; ++u) {
-                wt[u] = load(w + i0 + u * L);
-                valid[u] = splat(T(1));
-            }
-        } else {
-            // Tail tile: pad with the tile's first weight, masked out below.
-            alignas(64) T wpad[TL], vpad[TL];
-            for (int t = 0; t < TL; ++t) {
-                wpad[t] = t < cnt ? w[i0 + t] : w[i0];
-                vpad[t] = t < cnt ? T(1) : T(0);
-            }
-            for (int u = 0; u < U; ++u) {
-                wt[u] = load(wpad + u * L);
-                valid[u] = load(vpad + u * L);
-            }
-        }
-
-        // Pass 1: log-terms in base 2, l = c - z^2 with z = (w - mu) r, and their
-        // maximum. r_lo restores what rounding mu to T lost: where w is near mu,
-        // w - mu[j] is exact (Sterbenz) and z = (w - mu[j]) r - mu_lo r.
-        V mx[U];
-        for (int u = 0; u < U; ++u) mx[u] = splat(-std::numeric_limits<T>::infinity());
-        for (std::int64_t j = 0; j < m; ++j) {
-            const T mu_j = mu[j], r_j = r[j], rl_j = r_lo[j], c_j = c[j];
-            for (int u = 0; u < U; ++u) {
-                const V z = (wt[u] - mu_j) * r_j - rl_j;
-                const V l = c_j - z * z;
-                buf[j * U + u] = l;
-                mx[u] = vmax<T>(mx[u], l);
-            }
-        }
-
-        // Pass 2: shifted exponentials and their sum (>= 1: the max term is 1).
-        V s[U];
-        for (int u = 0; u < U; ++u) s[u] = V{};
-        for (std::int64_t j = 0; j < m; ++j) {
-            V e[U];
-            for (int u = 0; u < U; ++u) e[u] = buf[j * U + u] - mx[u];
-            exp2_neg_n<T, U>(e);
-            for (int u = 0; u < U; ++u) {
-                buf[j * U + u] = e[u];
-                s[u] += e[u];
-            }
-        }
-
-        // L = max + log(sum); masked lanes contribute nothing anywhere.
-        V inv_s[U];
-        V big_l = V{};
-        for (int u = 0; u < U; ++u) {
-            inv_s[u] = valid[u] / s[u];
-            big_l += valid[u] * (mx[u] * T(0.6931471805599453) + log_ge1<T>(s[u]));
-        }
+        V wt[U], valid[U], g[U], inv_s[U], big_l;
+        load_tile<T>(w + i0, cnt, wt, valid);
+        tile_pass<T>(comp, 0, m, wt, valid, buf, sub, g, inv_s, big_l);
         add_to_f64(lsum, big_l);
-
-        // Pass 3: responsibilities, grad_w and the component sums in units of z
-        // (w - mu = z / r: S1 and S2 are rescaled once per block), the U vectors
-        // of each component summed before they meet the accumulators.
-        V g[U];
-        for (int u = 0; u < U; ++u) g[u] = V{};
-        for (std::int64_t j = 0; j < m; ++j) {
-            const T a_j = a[j], mu_j = mu[j], r_j = r[j], rl_j = r_lo[j];
-            V s0 = V{}, s1 = V{}, s2 = V{};
-            for (int u = 0; u < U; ++u) {
-                const V gam = buf[j * U + u] * inv_s[u];
-                const V z = (wt[u] - mu_j) * r_j - rl_j;
-                const V gz = gam * z;
-                g[u] += gz * a_j;  // gamma (w - mu) / sigma^2
-                s0 += gam;
-                s1 += gz;
-                s2 += gz * z;
-            }
-            sub0[j] += s0;
-            sub1[j] += s1;
-            sub2[j] += s2;
-        }
-
-        // grad_w, and the check: NaN iff some grad_w of the tile is NaN or inf,
-        // which a NaN or infinite weight always makes it. Unmasked: a padded
-        // lane copies the tile's first weight and is not finite only if that
-        // weight's lane is not (and valid[] stays out of pass 3's registers).
-        V bad = V{};
-        for (int u = 0; u < U; ++u) {
-            g[u] *= lam;
-            bad += g[u] - g[u];
-        }
-        add_to_f64(check, bad);
+        scale_and_check<T>(g, lam, check);
         if (cnt == TL) {
             for (int u = 0; u < U; ++u) store(grad_w + i0 + u * L, g[u]);
         } else {
@@ -175,27 +265,164 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
             tile = -1;
         }
     }
+    finish_partial<T, L>(comp, lsum, check, acc, 0, m - 1, nullptr, partial);
+}
 
-    // Fold the lanes in a fixed order: partial = [sum L, check, S0(M), S1(M), S2(M)].
-    double total_l = 0.0, total_check = 0.0;
+// The cell of each weight of a vector (GroupingView): floor(u), u = (w - x0)
+// inv_h + 1 clamped to [0, top] (NaN to 0), as int32.
+template <class T>
+struct CellLanes;
+template <>
+struct CellLanes<float> {
+    typedef std::int32_t V __attribute__((vector_size(kVectorBytes), aligned(4)));
+};
+template <>
+struct CellLanes<double> {
+    typedef std::int32_t V __attribute__((vector_size(kVectorBytes / 2), aligned(4)));
+};
+
+template <class T>
+SOFTSHARE_INLINE void store_cells(std::int32_t* out, Vec<T> w, T x0, T inv_h, T top) {
+    using C = typename CellLanes<T>::V;
+    Vec<T> u = (w - x0) * inv_h + T(1);
+    u = u >= T(0) ? u : splat(T(0));
+    u = u <= top ? u : splat(top);
+    *reinterpret_cast<C*>(out) = __builtin_convertvector(u, C);
+}
+
+// The fused pass over one block with the weights grouped by value: a counting
+// sort of the block into the cells of grp, then tiles of sorted weights, each
+// against the components of its cells' window only (grouping.hpp proves the
+// others' responsibilities exactly 0 on every path of exp2_neg). Per weight,
+// grad_w and gamma are those of process_block when the means are in order
+// (perm the identity); the sums differ by their order of summation only.
+// Returns false, having written nothing, when a weight is not finite.
+template <class T>
+bool process_block_grouped(const ComponentsView<T>& comp, const GroupingView<T>& grp, const T* w,
+                           T* grad_w, T* gamma, std::int64_t n, T lam, double* partial,
+                           const Scratch<T>& scratch) {
+    using V = Vec<T>;
+    constexpr int L = Simd<T>::kLanes;
+    constexpr int U = kUnroll;
+    constexpr int TL = U * L;
+    const std::int64_t m = comp.m;
+    const std::int64_t cells = grp.cells;
+    std::int32_t* cell = scratch.cell;
+    std::int32_t* end = scratch.count;  // counts, then where each cell starts, then ends
+    T* ws = scratch.ws;
+    std::int32_t* idx = scratch.idx;
+
+    // Cells, and whether every weight is finite (w - w is NaN otherwise).
+    const T top = static_cast<T>(cells - 1);
+    V bad = V{};
+    std::int64_t i = 0;
+    for (; i + L <= n; i += L) {
+        const V wv = load(w + i);
+        bad += wv - wv;
+        store_cells<T>(cell + i, wv, grp.x0, grp.inv_h, top);
+    }
+    if (i < n) {
+        alignas(64) T wpad[L];
+        alignas(64) std::int32_t cpad[L];
+        for (int t = 0; t < L; ++t) wpad[t] = i + t < n ? w[i + t] : T(0);
+        const V wv = load(wpad);
+        bad += wv - wv;
+        store_cells<T>(cpad, wv, grp.x0, grp.inv_h, top);
+        for (int t = 0; i + t < n; ++t) cell[i + t] = cpad[t];
+    }
     for (int t = 0; t < L; ++t) {
-        total_l += lsum[t];
-        total_check += check[t];
+        if (bad[t] != T(0)) return false;
     }
-    partial[0] = total_l;
-    partial[1] = total_check;
-    for (std::int64_t k = 0; k < 3 * m; ++k) {
-        const double* lanes = acc + k * L;
-        double sum = 0.0;
-        for (int t = 0; t < L; ++t) sum += lanes[t];
-        partial[2 + k] = sum;
+
+    // Counting sort by cell, stable: ws[p] = w[idx[p]].
+    for (std::int64_t k = 0; k < cells; ++k) end[k] = 0;
+    for (std::int64_t k = 0; k < n; ++k) ++end[cell[k]];
+    std::int32_t pos = 0;
+    for (std::int64_t k = 0; k < cells; ++k) {
+        const std::int32_t cnt = end[k];
+        end[k] = pos;
+        pos += cnt;
     }
-    // From units of z back to w - mu: S1 / r, S2 / r^2 (r as rounded to T).
-    for (std::int64_t j = 0; j < m; ++j) {
-        const double r_j = static_cast<double>(r[j]);
-        partial[2 + m + j] /= r_j;
-        partial[2 + 2 * m + j] /= r_j * r_j;
+    for (std::int64_t k = 0; k < n; ++k) {
+        const std::int32_t p = end[cell[k]]++;
+        ws[p] = w[k];
+        idx[p] = static_cast<std::int32_t>(k);
     }
+    // end[k] is now one past cell k's last position. The window of the cells
+    // of the positions [p0, p1]: their cells are a run [k0, k1].
+    const std::int64_t grid_end = cells - 1;
+    const auto window = [&](std::int64_t k0, std::int64_t k1, std::int64_t& lo, std::int64_t& hi) {
+        const bool outside = k0 == 0 || k1 == grid_end;
+        lo = outside ? 0 : grp.j_lo[k0];
+        hi = outside ? m - 1 : grp.j_hi[k1];
+    };
+    std::int64_t k_first = 0, k_last = 0;
+    while (end[k_first] <= 0) ++k_first;
+    while (end[k_last] <= n - 1) ++k_last;
+    std::int64_t block_lo, block_hi;
+    window(k_first, k_last, block_lo, block_hi);
+
+    // acc: 3 x M float64 sums (not per lane: each flush folds its lanes, so
+    // that only the block's window is zeroed and folded, a few components
+    // at a time).
+    V* buf = reinterpret_cast<V*>(scratch.buf);
+    V* sub = reinterpret_cast<V*>(scratch.sub);
+    double* acc = scratch.acc;
+    for (std::int64_t k0 = 0; k0 < 3 * m; k0 += m) {
+        for (std::int64_t k = k0 + block_lo; k <= k0 + block_hi; ++k) {
+            sub[k] = V{};
+            acc[k] = 0.0;
+        }
+    }
+    alignas(64) double lsum[L] = {};
+    alignas(64) double check[L] = {};
+
+    int tile = 0;
+    std::int64_t c0 = k_first, c1 = k_first;  // the cells of the tile's first and last weight
+    std::int64_t flush_lo = m, flush_hi = -1;
+    for (std::int64_t i0 = 0; i0 < n; i0 += TL, ++tile) {
+        const std::int64_t cnt = n - i0 < TL ? n - i0 : TL;
+        while (end[c0] <= i0) ++c0;
+        if (c1 < c0) c1 = c0;
+        while (end[c1] <= i0 + cnt - 1) ++c1;
+        std::int64_t lo, hi;
+        window(c0, c1, lo, hi);
+        flush_lo = lo < flush_lo ? lo : flush_lo;
+        flush_hi = hi > flush_hi ? hi : flush_hi;
+
+        V wt[U], valid[U], g[U], inv_s[U], big_l;
+        load_tile<T>(ws + i0, cnt, wt, valid);
+        tile_pass<T>(comp, lo, hi + 1, wt, valid, buf, sub, g, inv_s, big_l);
+        add_to_f64(lsum, big_l);
+        scale_and_check<T>(g, lam, check);
+        alignas(64) T gt[TL];
+        for (int u = 0; u < U; ++u) store(gt + u * L, g[u]);
+        for (std::int64_t t = 0; t < cnt; ++t) grad_w[idx[i0 + t]] = gt[t];
+        if (gamma != nullptr) {
+            for (std::int64_t t = 0; t < cnt; ++t) {
+                const int u = static_cast<int>(t) / L, lane = static_cast<int>(t) % L;
+                T* row = gamma + static_cast<std::int64_t>(idx[i0 + t]) * m;
+                for (std::int64_t j = 0; j < m; ++j) row[j] = T(0);
+                for (std::int64_t j = lo; j <= hi; ++j) {
+                    const std::int64_t out = grp.perm == nullptr ? j : grp.perm[j];
+                    row[out] = buf[(j - lo) * U + u][lane] * inv_s[u][lane];
+                }
+            }
+        }
+        if (tile + 1 == kSubTiles || i0 + TL >= n) {
+            for (std::int64_t k0 = 0; k0 < 3 * m; k0 += m) {
+                for (std::int64_t k = k0 + flush_lo; k <= k0 + flush_hi; ++k) {
+                    acc[k] += fold_lanes<T>(sub[k]);
+                    sub[k] = V{};
+                }
+            }
+            flush_lo = m;
+            flush_hi = -1;
+            tile = -1;
+        }
+    }
+    finish_partial<T, 1>(comp, lsum, check, acc, block_lo, block_hi, grp.perm, partial);
+    return true;
 }
 
 }  // namespace SOFTSHARE_ISA_NS

@@ -40,6 +40,7 @@
 #include <omp.h>
 #endif
 
+#include "softshare/grouping.hpp"
 #include "softshare/runtime.hpp"
 #include "softshare/types.hpp"
 
@@ -155,18 +156,28 @@ template <class T>
 using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
 
 // Owns one thread's scratch for the block kernels of one precision, sized for
-// vectors of `lanes` lanes (the instruction set in use).
+// vectors of `lanes` lanes (the instruction set in use), and for the grouped
+// kernel's sort when `cells` > 0 (about 12 bytes per weight of a block).
 template <class T>
 struct Workspace {
-    Workspace(std::int64_t m, int lanes)
+    Workspace(std::int64_t m, int lanes, std::int64_t cells)
         : buf(static_cast<std::size_t>(scratch_buf_size(m, lanes))),
           sub(static_cast<std::size_t>(scratch_sub_size(m, lanes))),
-          acc(static_cast<std::size_t>(scratch_acc_size(m, lanes))) {}
-    Scratch<T> scratch() { return {buf.data(), sub.data(), acc.data()}; }
+          acc(static_cast<std::size_t>(scratch_acc_size(m, lanes))),
+          ws(static_cast<std::size_t>(cells > 0 ? kBlockSize : 0)),
+          idx(ws.size()),
+          cell(ws.size()),
+          count(static_cast<std::size_t>(cells)) {}
+    Scratch<T> scratch() {
+        return {buf.data(), sub.data(),  acc.data(),  ws.data(),
+                idx.data(), cell.data(), count.data()};
+    }
 
     AlignedVector<T> buf;
     AlignedVector<T> sub;
     AlignedVector<double> acc;
+    AlignedVector<T> ws;
+    std::vector<std::int32_t> idx, cell, count;
 };
 
 namespace detail {
@@ -261,6 +272,8 @@ struct Runner {
     double lam;
     bool f32_fast;  // float32 holds the mixture's constants and lam: the float32 kernel
     bool gamma;     // responsibilities are asked for
+    const Grouping<float>& group32;  // the grouped kernels' plans (grouping.hpp)
+    const Grouping<double>& group64;
 
     std::int64_t m() const { return comp64.m; }
 
@@ -273,11 +286,17 @@ struct Runner {
     }
 
     Workspace<float>& ws32(ThreadScratch& ts) const {
-        if (!ts.ws32) ts.ws32 = std::make_unique<Workspace<float>>(m(), table.lanes_f32);
+        if (!ts.ws32) {
+            ts.ws32 = std::make_unique<Workspace<float>>(m(), table.lanes_f32,
+                                                         group32.active ? group32.view().cells : 0);
+        }
         return *ts.ws32;
     }
     Workspace<double>& ws64(ThreadScratch& ts) const {
-        if (!ts.ws64) ts.ws64 = std::make_unique<Workspace<double>>(m(), table.lanes_f64);
+        if (!ts.ws64) {
+            ts.ws64 = std::make_unique<Workspace<double>>(
+                m(), table.lanes_f64, group64.active ? group64.view().cells : 0);
+        }
         return *ts.ws64;
     }
     void upcast_buffers(ThreadScratch& ts) const {
@@ -305,7 +324,11 @@ struct Runner {
             const double* w = static_cast<const double*>(seg.w) + b.begin;
             double* g = static_cast<double*>(seg.grad_w) + b.begin;
             double* gam = seg.gamma ? static_cast<double*>(seg.gamma) + b.begin * m() : nullptr;
-            table.f64(comp64, w, g, gam, b.n, lam, partial, ws64(ts).scratch());
+            const Scratch<double> scratch = ws64(ts).scratch();
+            if (!group64.active || !table.f64_grouped(group64.comp(), group64.view(), w, g, gam,
+                                                      b.n, lam, partial, scratch)) {
+                table.f64(comp64, w, g, gam, b.n, lam, partial, scratch);
+            }
             if (!all_finite(partial, psize))
                 robust_block<double>(comp64, w, g, gam, b.n, lam, partial);
             return;
@@ -314,7 +337,12 @@ struct Runner {
         float* g = static_cast<float*>(seg.grad_w) + b.begin;
         float* gam = seg.gamma ? static_cast<float*>(seg.gamma) + b.begin * m() : nullptr;
         if (f32_fast) {
-            table.f32(comp32, w, g, gam, b.n, static_cast<float>(lam), partial, ws32(ts).scratch());
+            const Scratch<float> scratch = ws32(ts).scratch();
+            const auto lam32 = static_cast<float>(lam);
+            if (!group32.active || !table.f32_grouped(group32.comp(), group32.view(), w, g, gam,
+                                                      b.n, lam32, partial, scratch)) {
+                table.f32(comp32, w, g, gam, b.n, lam32, partial, scratch);
+            }
             if (all_finite(partial, psize)) return;
         }
         upcast(w, g, gam, b.n, partial, ts);
@@ -376,17 +404,20 @@ inline void flag_nan_sums(Totals& totals) {
 //
 // Memory: the scratch of the precisions the segments use, per thread, sized
 // for the instruction set in use (about M x 832 bytes per thread for float32 on
-// AVX-512). An allocation failure is a std::bad_alloc from this function:
-// nothing may throw out of the parallel region, so what a block throws (its
-// thread's scratch, made on its first block, or a slow path's buffer) is kept
-// and rethrown here after the region.
+// AVX-512, and some 50 KB more for the grouped kernel's sort). An allocation
+// failure is a std::bad_alloc from this function: nothing may throw out of
+// the parallel region, so what a block throws (its thread's scratch, made on
+// its first block, or a slow path's buffer) is kept and rethrown here after
+// the region.
 inline Totals run_penalty(const KernelTable& table, const double* mu, const double* log_var,
                           const double* logit, std::int64_t m, double lam,
                           const std::vector<Segment>& segments, int n_threads) {
     bool any32 = false, any64 = false, gamma = false;
+    std::int64_t n32 = 0, n64 = 0;
     for (const Segment& seg : segments) {
         if (seg.n == 0) continue;
         (seg.dtype == DType::f32 ? any32 : any64) = true;
+        (seg.dtype == DType::f32 ? n32 : n64) += seg.n;
         gamma = gamma || seg.gamma != nullptr;
     }
     const Components<float> comp32(mu, log_var, logit, m);
@@ -395,8 +426,13 @@ inline Totals run_penalty(const KernelTable& table, const double* mu, const doub
     // float32 holds lam unless it is a subnormal or beyond float32's range.
     const float lam32 = static_cast<float>(lam);
     const bool f32_fast = comp32.exact() && (lam == 0.0 || std::isnormal(lam32));
-    const detail::Runner runner{table, segments, comp32.view(), comp64.view(),
-                                lam,   f32_fast, gamma};
+    // Narrow mixtures of many components: the grouped kernels (grouping.hpp),
+    // planned from the mixture and the weights' count only.
+    const Grouping<float> group32 =
+        f32_fast ? plan_grouping(comp32.view(), n32) : Grouping<float>{};
+    const Grouping<double> group64 = plan_grouping(comp64.view(), n64);
+    const detail::Runner runner{table,    segments, comp32.view(), comp64.view(), lam,
+                                f32_fast, gamma,    group32,       group64};
 
     // Block b of the whole problem lies in the segment s with
     // first_block[s] <= b < first_block[s + 1]: O(segments) memory, not O(N).

@@ -45,14 +45,42 @@ struct ComponentsView {
     std::int64_t m;
 };
 
+// The cells of the weight axis that the grouped kernel (process_block_grouped)
+// sorts a block into, and for each cell the components that can have a
+// non-zero responsibility for a weight in it (grouping.hpp builds it, and
+// states the bound). Components are in the order of their means; the kernel
+// evaluates, for a tile of sorted weights, only the components of the windows
+// of the cells the tile spans.
+//
+// A weight w goes to cell floor(u) of u = (w - x0) inv_h + 1 clamped to
+// [0, cells - 1], computed in T: cell 0 holds the weights below the grid, cell
+// cells - 1 those above it (both: every component), cells 1 .. cells - 2 the
+// grid's. j_lo is non-decreasing and j_hi non-decreasing over the grid's
+// cells, so the window of a run of cells [k0, k1] is [j_lo[k0], j_hi[k1]].
+template <class T>
+struct GroupingView {
+    T x0;
+    T inv_h;
+    std::int64_t cells;        // grid cells + 2
+    const std::int32_t* j_lo;  // per cell: first component that may be non-zero
+    const std::int32_t* j_hi;  // per cell: last one (inclusive)
+    const std::int64_t* perm;  // component in mean order -> the caller's index (null: same)
+};
+
 // Per-thread scratch of one block, owned by the caller; with L the lanes of one
 // vector of T (KernelTable::lanes_f32 / lanes_f64): buf M x kUnroll x L (T),
-// sub 3 x M x L (T), acc 3 x M x L (float64).
+// sub 3 x M x L (T), acc 3 x M x L (float64). The grouped kernel also sorts the
+// block: ws kBlockSize + kMaxTileLanes weights, idx and cell kBlockSize
+// positions, count one per cell (null when the call groups nothing).
 template <class T>
 struct Scratch {
     T* buf;
     T* sub;
     double* acc;
+    T* ws;
+    std::int32_t* idx;
+    std::int32_t* cell;
+    std::int32_t* count;
 };
 
 // Elements of each scratch buffer for M components and vectors of `lanes` lanes.
@@ -69,6 +97,14 @@ template <class T>
 using BlockFn = void (*)(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamma,
                          std::int64_t n, T lam, double* partial, const Scratch<T>& scratch);
 
+// The grouped pass over one block (same outputs as BlockFn; comp in the order
+// of the means, grp.perm maps it back). Returns false, having written nothing,
+// when a weight of the block is not finite: the caller runs the BlockFn.
+template <class T>
+using GroupedFn = bool (*)(const ComponentsView<T>& comp, const GroupingView<T>& grp, const T* w,
+                           T* grad_w, T* gamma, std::int64_t n, T lam, double* partial,
+                           const Scratch<T>& scratch);
+
 // y[i] = f(x[i]) for the vectorised exp2/log of vmath-inl.hpp (exposed for tests).
 template <class T>
 using ArrayFn = void (*)(const T* x, T* y, std::int64_t n);
@@ -78,6 +114,8 @@ struct KernelTable {
     const char* name;
     BlockFn<float> f32;
     BlockFn<double> f64;
+    GroupedFn<float> f32_grouped;
+    GroupedFn<double> f64_grouped;
     ArrayFn<float> exp2_f32;
     ArrayFn<double> exp2_f64;
     ArrayFn<float> log_f32;
