@@ -71,6 +71,13 @@ def _exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--models"], "argument --models: expected at least one argument"),
         (["--models", "mlp", "mlp"], "argument --models: a model is named twice"),
         (["--models", "rnn"], "argument --models: invalid choice: 'rnn'"),
+        (
+            ["--models", "mlp", "lenet-5-caffe"],
+            (
+                "argument --models: lenet-5-caffe is built for 28x28 images (MNIST form) and the "
+                "data's are 8x8: give MNIST-form data with --data, or use --models mlp cnn"
+            ),
+        ),
     ],
 )
 @pytest.mark.usefixtures("no_work")
@@ -163,7 +170,19 @@ def test_a_run_replaces_results_json_last(
     assert not (out / "results.json").exists()
 
     monkeypatch.setattr(cli, "run_network", _fake_result)
-    assert main(["demo", "--data", str(data), "--out", str(out), "--seeds", "2"]) == 0
+    argv = [
+        "demo",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--seeds",
+        "2",
+        "--models",
+        "mlp",
+        "cnn",
+    ]
+    assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert [(m["name"], m["seed"]) for m in results["models"]] == [
         ("mlp", 0),
@@ -176,6 +195,35 @@ def test_a_run_replaces_results_json_last(
         capsys.readouterr().out
     )
     assert results["mean"][0]["compression_ratio_entropy"] == 60.0
+
+
+@pytest.mark.usefixtures("no_work")
+def test_a_device_torch_cannot_use_is_refused_before_the_data(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    torch = pytest.importorskip("torch")
+    assert "argument --device: 'nowhere' is not a torch device" in _exits_2(
+        ["demo", "--device", "nowhere"], capsys
+    )
+    if not torch.cuda.is_available():
+        assert "argument --device: cuda: no CUDA device here" in _exits_2(
+            ["demo", "--device", "cuda"], capsys
+        )
+
+
+def test_the_default_models_follow_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    monkeypatch.setattr("torch.set_num_threads", lambda _: None)
+    monkeypatch.setattr(cli, "run_network", _fake_result)
+    data = _mnist_npz(tmp_path / "mnist.npz")
+    assert main(["demo", "--data", str(data), "--out", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [m["name"] for m in results["models"]] == ["lenet-300-100", "lenet-5-caffe"]
+    printed = capsys.readouterr().out
+    assert "schedule per network, full: pretrain 1,080 + retrain 7,200 + fine-tune 1,080" in printed
+    assert "on full MNIST: pretrain 17,200 + retrain 86,000 + fine-tune 8,600" in printed
 
 
 def test_usage(capsys: pytest.CaptureFixture[str]) -> None:

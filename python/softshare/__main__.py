@@ -14,7 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in {"-h", "--help"}:
         usage = (
-            "usage: softshare demo [--quick] [--seeds K] [--data PATH] [--out DIR] (demo --help)\n"
+            "usage: softshare demo [--quick] [--seeds K] [--data PATH] [--models NAME ...]\n"
+            "                      [--device DEV] [--out DIR]   (demo --help for all options)\n"
             "       softshare inspect FILE [FILE ...]   (a compressed model file's layers)"
         )
         print(usage, file=sys.stdout if args else sys.stderr)

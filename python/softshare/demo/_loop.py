@@ -1,25 +1,84 @@
-"""What the training loops share: batches, snapshots, errors on a split, a progress bar."""
+"""What the training loops share: batches, snapshots, errors on a split, a progress display."""
 
 from __future__ import annotations
 
+import math
 import sys
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import compress
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
-def _progress(prefix: str, i: int, n: int, extra: str = "", *, enabled: bool = True) -> None:
-    """Draw step ``i`` of ``n`` as a bar on stderr (nothing when not ``enabled``)."""
-    if not enabled:
-        return
-    width = 24
-    done = int(width * (i + 1) / n)
-    sys.stderr.write(f"\r{prefix} [{'#' * done}{'.' * (width - done)}] {i + 1}/{n} {extra}   ")
-    if i + 1 == n:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+_CHUNK = 1000  # images per forward pass when measuring an error (bounds the memory)
+
+
+def _clock(seconds: float) -> str:
+    """``seconds`` as m:ss, or h:mm:ss from an hour."""
+    s = max(0, round(seconds))
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+class Progress:
+    """A one-line progress display of a stage on stderr: steps done, time taken, time left.
+
+    The time left is the time per step so far times the steps left; the line
+    is redrawn at most five times a second, and always on the last step.
+    """
+
+    def __init__(self, prefix: str, total: int, *, enabled: bool) -> None:
+        self.prefix, self.total, self.enabled = prefix, max(1, total), enabled
+        self.t0 = time.perf_counter()
+        self.last = -math.inf
+        self.extra = ""
+
+    def update(self, i: int, extra: str | None = None) -> None:
+        """Step ``i`` (from 0) is done; ``extra`` (when given) replaces the status text."""
+        if extra is not None:
+            self.extra = extra
+        if not self.enabled:
+            return
+        done, now = i + 1, time.perf_counter()
+        if done < self.total and now - self.last < 0.2:
+            return
+        self.last = now
+        elapsed = now - self.t0
+        left = elapsed / done * (self.total - done)
+        width = 24
+        filled = int(width * done / self.total)
+        status = " ".join(
+            t for t in (f"{done}/{self.total}", self.extra, f"{_clock(elapsed)} taken,") if t
+        )
+        sys.stderr.write(
+            f"\r{self.prefix} [{'#' * filled}{'.' * (width - filled)}] {status} "
+            f"{_clock(left)} left   "
+        )
+        if done == self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _steps(n: int, batch: int, gen: Any, total: int, device: Any) -> Iterator[tuple[int, Any]]:
+    """``total`` batches of indices into ``range(n)``: a fresh permutation from ``gen`` each epoch."""
+    import torch
+
+    step = 0
+    while step < total:
+        for idx in torch.randperm(n, generator=gen).split(batch):
+            if step == total:
+                return
+            yield step, idx.to(device)
+            step += 1
+
+
+def _is_check(step: int, every: int, total: int) -> bool:
+    """Whether the validation check falls after ``step`` (every ``every`` steps, and the last)."""
+    return (step + 1) % every == 0 or step + 1 == total
 
 
 def _error(model: Any, x: Any, y: Any) -> float:
@@ -27,15 +86,11 @@ def _error(model: Any, x: Any, y: Any) -> float:
     import torch
 
     with torch.no_grad():
-        return float((model(x).argmax(dim=1) != y).float().mean())
-
-
-def _batches(n: int, batch: int, gen: Any) -> list[Any]:
-    """A random permutation of ``range(n)`` drawn from ``gen``, split into batches."""
-    import torch
-
-    perm = torch.randperm(n, generator=gen)
-    return list(perm.split(batch))
+        wrong = sum(
+            int((model(x[i : i + _CHUNK]).argmax(dim=1) != y[i : i + _CHUNK]).sum())
+            for i in range(0, len(y), _CHUNK)
+        )
+    return wrong / len(y)
 
 
 def _snapshot(module: Any) -> dict[str, Any]:
@@ -43,21 +98,23 @@ def _snapshot(module: Any) -> dict[str, Any]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def _host(tensors: Any) -> list[np.ndarray]:
+    """NumPy copies (on the CPU) of a sequence of tensors."""
+    return [t.detach().cpu().numpy() for t in tensors]
+
+
 def _val_error_with(model: Any, weights: list[np.ndarray], x: Any, y: Any) -> float:
     """Classification error of ``model`` on ``(x, y)`` with its parameters set to ``weights``."""
     import torch
 
     params = {
-        n: torch.from_numpy(np.asarray(w, dtype=np.float32))
-        for (n, _), w in zip(model.named_parameters(), weights)
+        n: torch.from_numpy(np.asarray(w, dtype=np.float32)).to(p.device)
+        for (n, p), w in zip(model.named_parameters(), weights)
     }
-    with torch.no_grad():
-        out = torch.func.functional_call(model, params, (x,))
-    return float((out.argmax(dim=1) != y).float().mean())
+    return _error(lambda xb: torch.func.functional_call(model, params, (xb,)), x, y)
 
 
 def _quantized_val_error(model: Any, prior: Any, x: Any, y: Any) -> float:
     """Classification error of ``model`` with its weights quantized by ``prior``'s mixture."""
-    weights = [p.detach().numpy() for p in model.parameters()]
-    quant, _ = compress.quantize(weights, prior.mixture())
+    quant, _ = compress.quantize(_host(model.parameters()), prior.mixture())
     return _val_error_with(model, quant, x, y)

@@ -3,42 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from . import __doc__ as _DEMO_DOC
 from .data import load_data
-from .recipe import Config, RunResult, run_network
+from .models import DIGITS_MODELS, MODEL_SIDES, PAPER_MODELS, check_fits
+from .recipe import Config, run_network
+from .report import mean_lines, means, sources, table, write_results
+from .schedule import MNIST_TRAIN, schedule_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-
-def _table(rows: list[RunResult]) -> str:
-    """The summary table: one row per network and seed."""
-    lines = [
-        (
-            "| network | seed | error before % | error after % | Δ pp | non-zero % | components "
-            "| file bytes | ratio (file) | entropy bound |"
-        ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.name} | {r.seed} | {100 * r.error_before:.2f} | {100 * r.error_after:.2f} | "
-            f"{100 * (r.error_after - r.error_before):+.2f} | {100 * r.nonzero_fraction:.2f} | "
-            f"{r.n_components} | {r.file_bytes} | {r.compression_ratio:.1f}x | "
-            f"{r.compression_ratio_entropy:.1f}x |"
-        )
-    return "\n".join(lines)
 
 
 def _at_least(low: int) -> Callable[[str], int]:
@@ -105,7 +86,11 @@ def _parser() -> argparse.ArgumentParser:
         "removes results.json first and writes it last: a folder without one holds an "
         "interrupted or failed run",
     )
-    parser.add_argument("--quick", action="store_true", help="few epochs (about 30 s, for tests)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny schedule (20 + 40 + 10 steps per network), for smoke tests",
+    )
     parser.add_argument(
         "--seeds",
         type=_at_least(1),
@@ -118,22 +103,40 @@ def _parser() -> argparse.ArgumentParser:
         type=_existing,
         default=None,
         metavar="PATH",
-        help="MNIST as mnist.npz or a folder of IDX files",
+        help="MNIST-form data (28x28): mnist.npz or a folder of IDX files, gzipped or not "
+        "(default: scikit-learn's bundled 8x8 digits)",
     )
-    parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        choices=list(MODEL_SIDES),
+        metavar="MODEL",
+        help=f"networks to compress: {', '.join(MODEL_SIDES)} (default: "
+        f"{' '.join(DIGITS_MODELS)} on the digits, {' '.join(PAPER_MODELS)} on 28x28 data)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device to train on: cpu (default), cuda, cuda:1, mps, ...",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--threads",
         type=_at_least(1),
         default=None,
         metavar="N",
-        help="torch threads (default: all cores)",
+        help="torch threads (default: 1 on the bundled digits, all cores on --data)",
     )
     parser.add_argument(
         "--tau", type=_positive_float, default=None, help="strength of the prior (per example), > 0"
     )
     parser.add_argument(
-        "--retrain-epochs", type=_at_least(1), default=None, metavar="N", help="(>= 1)"
+        "--retrain-epochs",
+        type=_at_least(1),
+        default=None,
+        metavar="N",
+        help="retrain with the prior for exactly N >= 1 epochs (instead of the schedule's)",
     )
     return parser
 
@@ -157,8 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    side = 8 if args.data is None else 28  # the digits' images, or MNIST's (checked when read)
+    if args.models is None:
+        args.models = list(DIGITS_MODELS if args.data is None else PAPER_MODELS)
     if len(set(args.models)) != len(args.models):
         parser.error(f"argument --models: a model is named twice in {args.models}")
+    for kind in args.models:
+        try:
+            check_fits(kind, side)
+        except ValueError as e:
+            parser.error(f"argument --models: {e}")
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").unlink(missing_ok=True)
@@ -171,6 +182,46 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _device_error(name: str) -> str | None:
+    """Why torch cannot train on device ``name`` here (None when it can)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        return f"{name!r} is not a torch device ({e})"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return f"{name}: no CUDA device here (torch {torch.__version__}, built for CUDA {torch.version.cuda})"
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        return f"{name}: no MPS device here (Apple silicon and a torch built with MPS)"
+    try:
+        torch.zeros(1, device=device)
+    except Exception as e:  # noqa: BLE001 - any backend's refusal, reported in its words
+        return f"{name}: torch cannot use it ({str(e).splitlines()[0]})"
+    return None
+
+
+def _config(args: argparse.Namespace) -> Config:
+    """The recipe's settings from the arguments."""
+    cfg = Config.quick() if args.quick else Config()
+    if args.tau is not None:
+        cfg.tau = args.tau
+    if args.retrain_epochs is not None:
+        cfg.retrain_steps, cfg.retrain_epochs = 0, args.retrain_epochs
+    return cfg
+
+
+def _print_schedule(cfg: Config, args: argparse.Namespace, n_train: int, side: int) -> None:
+    """The schedule, in optimizer steps per network, before any training."""
+    full = Config() if args.quick else cfg
+    print(f"schedule per network, full: {schedule_for(full, n_train).describe()}")
+    if side == 28:
+        print(f"schedule per network on full MNIST: {schedule_for(full, MNIST_TRAIN).describe()}")
+    if args.quick:
+        print(f"this run (--quick): {schedule_for(cfg, n_train).describe()}")
+    print(f"device: {args.device}; models: {', '.join(args.models)}", flush=True)
+
+
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """The run itself, its arguments checked."""
     try:
@@ -178,14 +229,13 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except ImportError:
         print('softshare demo needs PyTorch: pip install "softshare[demo]"', file=sys.stderr)
         return 2
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    cfg = (
-        Config(pretrain_epochs=15, retrain_epochs=40, finetune_epochs=5) if args.quick else Config()
-    )
-    if args.tau is not None:
-        cfg.tau = args.tau
-    if args.retrain_epochs is not None:
-        cfg.retrain_epochs = args.retrain_epochs
+    problem = _device_error(args.device)
+    if problem is not None:
+        parser.error(f"argument --device: {problem}")
+    # The digits' networks are small: a step gains little from a second thread
+    # and loses much (several times slower) when another process holds a core.
+    torch.set_num_threads(args.threads or (1 if args.data is None else os.cpu_count() or 1))
+    cfg = _config(args)
     rows = []
     t0 = time.perf_counter()
     for seed in range(args.seeds):
@@ -193,47 +243,41 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             data = load_data(args.data, seed)
         except (ImportError, OSError, ValueError) as e:  # scikit-learn missing, or bad data
             parser.error(str(e))
+        if seed == 0:
+            _print_schedule(cfg, args, len(data.y_train), data.side)
         for kind in args.models:
             rows.append(
                 run_network(
-                    kind, data, cfg, seed, args.out, progress=not args.no_progress, plots=True
+                    kind,
+                    data,
+                    cfg,
+                    seed,
+                    args.out,
+                    progress=not args.no_progress,
+                    plots=True,
+                    device=args.device,
                 )
             )
     print(
-        f"\nSoft weight-sharing on {data.name} ({len(data.y_train)} train / {len(data.y_val)} validation / "
-        f"{len(data.y_test)} test), {time.perf_counter() - t0:.0f} s\n"
+        f"\nSoft weight-sharing on {data.name} ({len(data.y_train)} train / {len(data.y_val)} "
+        f"validation / {len(data.y_test)} test), {time.perf_counter() - t0:.0f} s\n"
     )
-    print(_table(rows))
-    summary = []
-    for kind in args.models:
-        mine = [r for r in rows if r.name == kind]
-        mean = {
-            k: float(np.mean([getattr(r, k) for r in mine]))
-            for k in (
-                "error_before",
-                "error_after",
-                "nonzero_fraction",
-                "n_components",
-                "compression_ratio",
-                "compression_ratio_entropy",
-            )
-        }
-        summary.append({"name": kind, **mean})
-        if len(mine) > 1:
-            print(
-                f"mean {kind}: error {100 * mean['error_before']:.2f}% -> {100 * mean['error_after']:.2f}% "
-                f"({100 * (mean['error_after'] - mean['error_before']):+.2f} pp), {mean['compression_ratio']:.1f}x"
-            )
+    print(table(rows, data.name))
+    cited = sources(rows, data.name)
+    if cited:
+        print(f"\n{cited}")
+    summary = means(rows, args.models, data.name)
+    if args.seeds > 1:
+        print(mean_lines(rows, summary))
     for r in rows:
         print(f"\n{r.name} seed {r.seed}: {r.merge}\n{r.table}")
-    results = {
+    results: dict[str, Any] = {
         "data": data.name,
-        "models": [{k: v for k, v in asdict(r).items() if k != "table"} for r in rows],
+        "device": args.device,
+        "schedule": asdict(schedule_for(cfg, len(data.y_train))),
         "mean": summary,
         "config": asdict(cfg),
     }
-    partial = args.out / "results.json.partial"
-    partial.write_text(json.dumps(results, indent=2))
-    os.replace(partial, args.out / "results.json")  # complete or absent, never half-written
+    write_results(args.out, results, rows)
     print(f"\ncompressed model files (*.sws), figures and results.json in {args.out}")
     return 0

@@ -177,7 +177,9 @@ def load_mnist(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
 
 
-def load_data(path: str | None, seed: int, *, val_fraction: float = 0.2) -> Data:
+def load_data(
+    path: str | None, seed: int, *, val_fraction: float = 0.2, max_val: int = 5000
+) -> Data:
     """The demo's data, with a validation split drawn from the training data.
 
     Parameters
@@ -188,7 +190,9 @@ def load_data(path: str | None, seed: int, *, val_fraction: float = 0.2) -> Data
     seed : int
         Seed of the train/validation split.
     val_fraction : float, default 0.2
-        Share of the training data held out for validation.
+        Share of the training data held out for validation...
+    max_val : int, default 5000
+        ...but at most this many images (MNIST: 55,000 training, 5,000 validation).
 
     Returns
     -------
@@ -198,10 +202,14 @@ def load_data(path: str | None, seed: int, *, val_fraction: float = 0.2) -> Data
     Raises
     ------
     FileNotFoundError, ValueError
-        As :func:`load_mnist`; ValueError if ``val_fraction`` is not in (0, 1).
+        As :func:`load_mnist`; ValueError if ``val_fraction`` is not in (0, 1)
+        or ``max_val`` is below 1.
     """
     if not 0.0 < val_fraction < 1.0:
         msg = f"val_fraction must be in (0, 1), got {val_fraction}"
+        raise ValueError(msg)
+    if max_val < 1:
+        msg = f"max_val must be at least 1, got {max_val}"
         raise ValueError(msg)
     rng = np.random.default_rng(seed)
     if path is None:
@@ -221,6 +229,6 @@ def load_data(path: str | None, seed: int, *, val_fraction: float = 0.2) -> Data
         y_rest, y_test = np.asarray(y_tr, np.int64), np.asarray(y_test, np.int64)
         side, name = _SIDE, "mnist"
     perm = rng.permutation(len(y_rest))
-    n_val = min(max(1, round(val_fraction * len(perm))), len(perm) - 1)  # both splits non-empty
+    n_val = min(max(1, round(val_fraction * len(perm))), max_val, len(perm) - 1)  # both non-empty
     val, train = perm[:n_val], perm[n_val:]
     return Data(x_rest[train], y_rest[train], x_rest[val], y_rest[val], x_test, y_test, side, name)

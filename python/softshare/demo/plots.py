@@ -60,13 +60,13 @@ def _figures(
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    epochs = np.arange(len(history))
-    for j in range(len(history[0][0])):
-        mu_j = np.array([h[0][j] for h in history])
-        s_j = np.array([h[1][j] for h in history])
-        ax.plot(epochs, mu_j, lw=1)
-        ax.fill_between(epochs, mu_j - 2 * s_j, mu_j + 2 * s_j, alpha=0.1)
-    ax.set_xlabel("retraining epoch")
+    steps = np.array([h[0] for h in history])
+    for j in range(len(history[0][1])):
+        mu_j = np.array([h[1][j] for h in history])
+        s_j = np.array([h[2][j] for h in history])
+        ax.plot(steps, mu_j, lw=1)
+        ax.fill_between(steps, mu_j - 2 * s_j, mu_j + 2 * s_j, alpha=0.1)
+    ax.set_xlabel("retraining step")
     ax.set_ylabel("component mean ± 2 sigma")
     fig.tight_layout()
     fig.savefig(out / f"{kind}_seed{seed}_mixture.png", dpi=110)

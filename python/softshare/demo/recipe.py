@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .models import check_fits
 from .plots import _figures
+from .schedule import STAGES
 from .stages import (
     Setup,
     finetune_quantized,
@@ -27,11 +29,23 @@ if TYPE_CHECKING:
 
 @dataclass
 class Config:
-    """Settings of the recipe; the defaults are the demo's."""
+    """Settings of the recipe; the defaults are the demo's.
 
-    pretrain_epochs: int = 60
-    retrain_epochs: int = 400
-    finetune_epochs: int = 60
+    The schedule (:func:`~softshare.demo.schedule.schedule_for`): each stage
+    runs ``max(<stage>_steps, <stage>_epochs * batches per epoch)`` optimizer
+    steps, so the steps rule on small data (the bundled digits: 60, 400 and 60
+    epochs of 18 batches) and the epochs on large data (MNIST: 20, 100 and 10
+    passes over 55,000 images). ``max_evals`` bounds the validation checks
+    per stage (one per epoch, or fewer).
+    """
+
+    pretrain_steps: int = 1080
+    retrain_steps: int = 7200
+    finetune_steps: int = 1080
+    pretrain_epochs: int = 20
+    retrain_epochs: int = 100
+    finetune_epochs: int = 10
+    max_evals: int = 400
     batch_size: int = 64
     n_components: int = 17
     tau: float = 2e-3  # lam = tau / n_train: the prior per training example
@@ -44,7 +58,23 @@ class Config:
     init_sigma: float = 2.0  # initial sigma of every component, in units of the weights' std
     finetune_lr: float = 5e-4
     finetune_lr_weights: float = 3e-4
+    reassign_every: int = 4  # fine-tuning steps between MAP assignments of the weights
     spread: str = "range"
+    merge_tolerance: float = 0.0  # validation error given up for a smaller file when merging
+    prune_below: tuple[float, ...] = (0.5,)  # pruning bounds tried (weights per component)
+
+    @classmethod
+    def quick(cls) -> Config:
+        """A tiny schedule for smoke tests: 20, 40 and 10 steps, whatever the data."""
+        return cls(
+            pretrain_steps=20,
+            retrain_steps=40,
+            finetune_steps=10,
+            pretrain_epochs=0,
+            retrain_epochs=0,
+            finetune_epochs=0,
+            max_evals=4,
+        )
 
 
 @dataclass
@@ -72,30 +102,44 @@ class RunResult:
     n_weights: int
     file_bytes: int = 0
     compression_ratio_huffman: float = math.nan
+    n_train: int = 0
+    steps: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     table: str = field(repr=False, default="")
 
 
 def _check_config(cfg: Config) -> None:
     """A ValueError naming the first setting the recipe cannot run with, before any training."""
-    lows = {"pretrain_epochs": 0, "retrain_epochs": 1, "finetune_epochs": 0, "batch_size": 1}
-    for name, low in lows.items():
+    lows = {f"{stage}_{unit}": 0 for stage in STAGES for unit in ("steps", "epochs")}
+    for name, low in {**lows, "max_evals": 1, "batch_size": 1, "reassign_every": 1}.items():
         value = getattr(cfg, name)
-        if not isinstance(value, int) or value < low:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
             msg = f"Config.{name} must be an integer >= {low}, got {value!r}"
             raise ValueError(msg)
+    if cfg.retrain_steps == cfg.retrain_epochs == 0:
+        msg = "Config.retrain_steps or Config.retrain_epochs must be >= 1: retraining needs a step"
+        raise ValueError(msg)
     if not (math.isfinite(cfg.tau) and cfg.tau > 0):
         msg = f"Config.tau must be finite and above 0, got {cfg.tau!r}"
         raise ValueError(msg)
 
 
 def run_network(
-    kind: str, data: Data, cfg: Config, seed: int, out: Path, *, progress: bool, plots: bool
+    kind: str,
+    data: Data,
+    cfg: Config,
+    seed: int,
+    out: Path,
+    *,
+    progress: bool,
+    plots: bool,
+    device: str = "cpu",
 ) -> RunResult:
     """Run the recipe on one network and write its export (and figures) to ``out``.
 
     Parameters
     ----------
-    kind : {"mlp", "cnn"}
+    kind : {"mlp", "cnn", "lenet-300-100", "lenet-5-caffe"}
         The network (see :func:`~softshare.demo.make_model`).
     data : Data
         The data; every choice is taken on its validation split.
@@ -106,29 +150,44 @@ def run_network(
     out : Path
         Folder for the compressed model file ``<kind>_seed<seed>.sws`` and the figures.
     progress : bool
-        Draw progress bars on stderr.
+        Draw a progress display on stderr (steps, time taken, time left).
     plots : bool
         Draw the figures (needs matplotlib; skipped without it).
+    device : str, default "cpu"
+        Torch device to train on ("cpu", "cuda", "mps", ...).
 
     Returns
     -------
     RunResult
-        Test errors before, after retraining and after quantization, and the
-        storage cost.
+        Test errors before, after retraining and after quantization, the
+        storage cost, and each stage's steps and seconds.
 
     Raises
     ------
     ValueError
-        Before any training, if an epoch count is negative (retraining needs
-        at least one), the batch size is below 1, or ``tau`` is not above 0.
+        Before any training, if a step or epoch count is negative (retraining
+        needs at least one step), the batch size or ``max_evals`` is below 1,
+        ``tau`` is not above 0, or ``kind`` cannot take the data's images.
     """
     _check_config(cfg)
+    check_fits(kind, data.side)
     t_start = time.perf_counter()
-    s = Setup.build(kind, data, cfg, seed, progress=progress)
+    s = Setup.build(kind, data, cfg, seed, progress=progress, device=device)
+    clock = [time.perf_counter()]
+    seconds: dict[str, float] = {}
+
+    def lap(stage: str) -> None:
+        now = time.perf_counter()
+        seconds[stage], clock[0] = now - clock[0], now
+
     pretrained = pretrain(s)
+    lap("pretrain")
     retrained = retrain_with_prior(s, pretrained.weights)
+    lap("retrain")
     quantized = merge_and_quantize(s, retrained)
+    lap("merge")
     finetuned = finetune_quantized(s, quantized)
+    lap("finetune")
     report = report_and_export(s, finetuned, out / f"{kind}_seed{seed}.sws")
     if plots:
         _figures(
@@ -141,6 +200,7 @@ def run_network(
             retrained.history,
         )
     used = np.unique(np.concatenate([np.asarray(i).ravel() for i in finetuned.indices]))
+    sched = s.sched
     return RunResult(
         name=kind,
         seed=seed,
@@ -157,5 +217,8 @@ def run_network(
         n_weights=report.n_weights,
         file_bytes=report.file_bytes or 0,
         compression_ratio_huffman=report.ratio,
+        n_train=sched.n_train,
+        steps={stage: getattr(sched, stage) for stage in STAGES},
+        stage_seconds=seconds,
         table=report.to_markdown(),
     )
