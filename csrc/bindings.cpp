@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <limits>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -106,21 +107,27 @@ py::array_t<double> stats_array(const sk::Totals& totals, std::int64_t m) {
     return stats;
 }
 
-// The value and the mixture gradients (value, grad_mu, grad_sigma, grad_log_var,
-// grad_logit) when the pass needs none of the caller's checks: every weight and
-// output finite, a finite value, lam > 0. Otherwise None: the caller finishes
-// in Python (the errors of softshare.penalty, and lam = 0's exact zeros).
-py::object finished(const sk::Totals& totals, const double* log_var, const double* logit,
-                    std::int64_t m, std::int64_t n_total, double lam) {
+// The value and the mixture gradients, rows grad_mu, grad_log_var, grad_logit,
+// grad_sigma (4, M; gradients.hpp), when the pass needs none of the caller's
+// checks: every weight and output finite, a finite value. For lam = 0 every
+// output is exactly 0, grad_w included (0 times an infinite sum would be NaN).
+// Otherwise nothing: the caller finishes in Python, with softshare.penalty's
+// errors.
+std::optional<std::pair<double, std::vector<double>>> native_totals(
+    const sk::Totals& totals, const std::vector<sk::Segment>& segments, const double* log_var,
+    const double* logit, std::int64_t m, double lam) {
     const double value = -lam * totals.sum_l + 0.0;  // + 0.0: never -0.0
-    if (!std::isfinite(totals.check) || !std::isfinite(value) || lam == 0.0) return py::none();
-    const std::vector<double> g = sk::mixture_gradients(log_var, logit, m, totals.stats, n_total, lam);
-    auto row = [&](std::int64_t r) {
-        py::array_t<double> a(static_cast<py::ssize_t>(m));
-        std::copy(g.begin() + r * m, g.begin() + (r + 1) * m, a.mutable_data());
-        return a;
-    };
-    return py::make_tuple(value, row(0), row(3), row(1), row(2));
+    if (!std::isfinite(totals.check) || !std::isfinite(value)) return std::nullopt;
+    if (lam == 0.0) {
+        for (const sk::Segment& seg : segments) {
+            std::fill_n(static_cast<char*>(seg.grad_w), seg.n * item_size(seg), 0);
+        }
+        return std::make_pair(value, std::vector<double>(static_cast<std::size_t>(4 * m), 0.0));
+    }
+    std::int64_t n_total = 0;
+    for (const sk::Segment& seg : segments) n_total += seg.n;
+    return std::make_pair(value,
+                          sk::mixture_gradients(log_var, logit, m, totals.stats, n_total, lam));
 }
 
 // grads_out: None, or one writeable array per weight (same dtype, 1-D,
@@ -171,11 +178,20 @@ py::tuple penalty(const std::vector<py::array>& weights, const Params& mu, const
     if (!outs.empty()) check_no_overlap(segments);
     const sk::Totals totals =
         run_totals(segments, mu.data(), log_var.data(), logit.data(), m, lam, n_threads);
-    std::int64_t n_total = 0;
-    for (const sk::Segment& seg : segments) n_total += seg.n;
+    const auto done = native_totals(totals, segments, log_var.data(), logit.data(), m, lam);
+    py::object finished = py::none();  // (value, grad_mu, grad_sigma, grad_log_var, grad_logit)
+    if (done) {
+        const std::vector<double>& g = done->second;
+        auto row = [&](std::int64_t r) {
+            py::array_t<double> a(static_cast<py::ssize_t>(m));
+            std::copy(g.begin() + r * m, g.begin() + (r + 1) * m, a.mutable_data());
+            return a;
+        };
+        finished = py::make_tuple(done->first, row(0), row(3), row(1), row(2));
+    }
     py::object gamma_out = responsibilities ? py::object(gammas) : py::object(py::none());
     return py::make_tuple(totals.sum_l, totals.check, stats_array(totals, m), grads, gamma_out,
-                          finished(totals, log_var.data(), logit.data(), m, n_total, lam));
+                          finished);
 }
 
 // For adapters whose tensors are not NumPy arrays (softshare.torch), the whole
@@ -228,36 +244,23 @@ py::object penalty_raw(
     }
     std::vector<sk::Segment> segments;
     segments.reserve(raw.size());
-    std::int64_t n_total = 0;
     for (const auto& [w, g, n, is64] : raw) {
         if (n < 0 || (n > 0 && (w == 0 || g == 0))) {
             throw std::invalid_argument("penalty_raw: a segment needs two addresses and n >= 0");
         }
         segments.push_back({is64 ? sk::DType::f64 : sk::DType::f32, reinterpret_cast<const void*>(w),
                             reinterpret_cast<void*>(g), nullptr, n});
-        n_total += n;
     }
     check_no_overlap(segments);
     const double* mu = rows.data();
     const double* log_var = mu + m;
     const double* logit = log_var + m;
     const sk::Totals totals = run_totals(segments, mu, log_var, logit, m, lam, n_threads);
-    py::array_t<double> stats = stats_array(totals, m);
-    const double value = -lam * totals.sum_l + 0.0;  // + 0.0: never -0.0
-    if (!std::isfinite(totals.check) || !std::isfinite(value)) {
-        return py::make_tuple(py::none(), totals.sum_l, totals.check, stats);
-    }
-    std::vector<double> grads(static_cast<std::size_t>(3 * m), 0.0);
-    if (lam != 0.0) {
-        grads = sk::mixture_gradients(log_var, logit, m, totals.stats, n_total, lam);
-    } else {
-        for (const sk::Segment& seg : segments) {
-            std::fill_n(static_cast<char*>(seg.grad_w), seg.n * item_size(seg), 0);
-        }
-    }
+    const auto done = native_totals(totals, segments, log_var, logit, m, lam);
+    if (!done) return py::make_tuple(py::none(), totals.sum_l, totals.check, stats_array(totals, m));
     const std::uintptr_t out_at[3] = {g_mu_at, g_log_var_at, g_logit_at};
     for (int r = 0; r < 3; ++r) {
-        const double* row = grads.data() + r * m;
+        const double* row = done->second.data() + r * m;
         if (out64) {
             std::copy(row, row + m, reinterpret_cast<double*>(out_at[r]));
         } else {
@@ -265,7 +268,7 @@ py::object penalty_raw(
             for (std::int64_t j = 0; j < m; ++j) o[j] = static_cast<float>(row[j]);
         }
     }
-    return py::make_tuple(value, totals.sum_l, totals.check, stats);
+    return py::make_tuple(done->first, totals.sum_l, totals.check, stats_array(totals, m));
 }
 
 // The kernel's vectorised 2^x (x <= 0) or log (x >= 1) on one target, for tests.

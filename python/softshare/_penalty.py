@@ -180,8 +180,8 @@ def _run(
     """The fused pass and every check of its outputs: totals, flat grad_w, flat gamma.
 
     The kernel finishes the value and mixture gradients itself when nothing
-    needs checking (``native``); otherwise :func:`_checked_totals` does, with
-    its errors.
+    needs checking (``native``; for ``lam = 0`` exact zeros, ``grad_w``
+    included); otherwise :func:`_checked_totals` does, with its errors.
     """
     sum_l, check, stats, grads, gammas, native = _core.penalty(
         w.flat, mix.mu, mix.log_var, mix.logit, lam, threads, responsibilities, flat_out

@@ -79,13 +79,8 @@ def _raw_mixture(
     kernel reads them in place), else one float64 copy of all three rows.
     """
     params = (mu, log_var, logit)
-    dtype = mu.dtype
-    if not (
-        dtype in _NATIVE_DTYPES
-        and log_var.dtype == dtype
-        and logit.dtype == dtype
-        and all(p.is_contiguous() and not p.is_neg() for p in params)
-    ):
+    dtype = _common_dtype(params)
+    if not all(p.dtype == dtype and p.is_contiguous() and not p.is_neg() for p in params):
         rows = torch.stack([p.detach() for p in params]).to("cpu", torch.float64)
         params = (rows[0], rows[1], rows[2])
         dtype = torch.float64
