@@ -598,7 +598,9 @@ PYBIND11_MODULE(_core, mod) {
             py::arg("grads_out") = py::none(),
             "Fused pass: returns (sum_L, check, stats (3, M), grads, gammas or None, totals); "
             "grad_w goes into grads_out's arrays when given; totals is (value, grad_mu, "
-            "grad_sigma, grad_log_var, grad_logit) or None when Python must finish.");
+            "grad_sigma, grad_log_var, grad_logit) or None when Python must finish. n_threads: "
+            "0 OpenMP's default, -1 every core, k > 0 k threads (at most the cores and one per "
+            "block_size weights).");
     mod.def("penalty_array", &penalty_array, py::arg("weights"), py::arg("mu"), py::arg("log_var"),
             py::arg("logit"), py::arg("lam"), py::arg("n_threads"), py::arg("responsibilities"),
             py::arg("result_type"),
