@@ -158,7 +158,7 @@ def test_the_raw_entry_checks_its_contract() -> None:
     with pytest.raises(ValueError, match="at least one component"):
         _core.penalty_array(w, np.zeros(0), np.zeros(0), np.zeros(0), *args)
     for bad in (object(), int, np.ndarray, tuple):
-        with pytest.raises(TypeError, match="result_type must be a class object.__new__ makes"):
+        with pytest.raises(TypeError, match=r"result_type must be a class object\.__new__ makes"):
             _core.penalty_array(w, MIX.mu, MIX.log_var, MIX.logit, 1.0, 1, False, bad)
     with pytest.raises(ValueError, match=r"log_var\[0\] = 800"):
         _core.penalty_array(w, np.zeros(1), np.full(1, 800.0), np.zeros(1), *args)
