@@ -80,19 +80,20 @@ void check_no_overlap(const std::vector<sk::Segment>& segments) {
     }
 }
 
-// The fused pass with the GIL released.
-sk::Totals run_totals(const std::vector<sk::Segment>& segments, const double* mu,
-                      const double* log_var, const double* logit, std::int64_t m, double lam,
-                      int n_threads) {
+// The fused pass with the GIL released; n_threads is a request (run_penalty).
+sk::Totals run_totals(const std::vector<sk::Segment>& segments, const sk::MixtureF64& mix,
+                      double lam, int n_threads) {
     const sk::KernelTable table = sk::active_table();
     try {
         py::gil_scoped_release release;
-        return sk::run_penalty(table, mu, log_var, logit, m, lam, segments, n_threads);
+        return sk::run_penalty(table, mix.mu, mix.log_var, mix.logit, mix.m, lam, segments,
+                               n_threads, &mix);
     } catch (const std::bad_alloc&) {
         // The GIL is held again (release's destructor): a MemoryError that says what.
         const std::string msg =
             "softshare.penalty: not enough memory for the kernel's working buffers (M = " +
-            std::to_string(m) + " components, up to " + std::to_string(n_threads) +
+            std::to_string(mix.m) + " components, up to " +
+            std::to_string(sk::requested_threads(n_threads)) +
             " threads; about 1 to 1.5 KB per component and thread): fewer threads (n_threads) "
             "or fewer components need less";
         PyErr_SetString(PyExc_MemoryError, msg.c_str());
@@ -107,35 +108,75 @@ py::array_t<double> stats_array(const sk::Totals& totals, std::int64_t m) {
     return stats;
 }
 
-// The value and the mixture gradients, rows grad_mu, grad_log_var, grad_logit,
-// grad_sigma (4, M; gradients.hpp), when the pass needs none of the caller's
-// checks: every weight and output finite, a finite value. For lam = 0 every
-// output is exactly 0, grad_w included (0 times an infinite sum would be NaN).
-// Otherwise nothing: the caller finishes in Python, with softshare.penalty's
-// errors.
-std::optional<std::pair<double, std::vector<double>>> native_totals(
-    const sk::Totals& totals, const std::vector<sk::Segment>& segments, const double* log_var,
-    const double* logit, std::int64_t m, double lam) {
+// The value, and the mixture gradients written to rows[0..3] (grad_mu,
+// grad_log_var, grad_logit, grad_sigma, M each; gradients.hpp), when the pass
+// needs none of the caller's checks: every weight and output finite, a finite
+// value. For lam = 0 every output is exactly 0, grad_w included (0 times an
+// infinite sum would be NaN). Otherwise nothing, and nothing written: the
+// caller finishes in Python, with softshare.penalty's errors.
+std::optional<double> native_totals(const sk::Totals& totals,
+                                    const std::vector<sk::Segment>& segments,
+                                    const sk::MixtureF64& mix, double lam, double* const rows[4]) {
     const double value = -lam * totals.sum_l + 0.0;  // + 0.0: never -0.0
     if (!std::isfinite(totals.check) || !std::isfinite(value)) return std::nullopt;
+    const std::int64_t m = mix.m;
     if (lam == 0.0) {
         for (const sk::Segment& seg : segments) {
             std::fill_n(static_cast<char*>(seg.grad_w), seg.n * item_size(seg), 0);
         }
-        return std::make_pair(value, std::vector<double>(static_cast<std::size_t>(4 * m), 0.0));
+        for (int r = 0; r < 4; ++r) std::fill_n(rows[r], m, 0.0);
+        return value;
     }
     std::int64_t n_total = 0;
     for (const sk::Segment& seg : segments) n_total += seg.n;
-    return std::make_pair(value,
-                          sk::mixture_gradients(log_var, logit, m, totals.stats, n_total, lam));
+    sk::mixture_gradients(mix.log_var, mix.logit, m, mix.top, mix.log_sum, totals.stats.data(),
+                          n_total, lam, rows[0], rows[1], rows[2], rows[3]);
+    return value;
+}
+
+// Four float64 arrays of M for the mixture gradients, and their data.
+struct GradientRows {
+    explicit GradientRows(std::int64_t m) {
+        for (int r = 0; r < 4; ++r) {
+            arrays[r] = py::array_t<double>(static_cast<py::ssize_t>(m));
+            data[r] = arrays[r].mutable_data();
+        }
+    }
+    py::array_t<double> arrays[4];  // grad_mu, grad_log_var, grad_logit, grad_sigma
+    double* data[4];
+};
+
+// The raw contract of penalty's mu, log_var and logit: three 1-D arrays of one
+// length M >= 1 (converted to float64 by pybind11 where they are not).
+sk::MixtureF64 mixture_of(const Params& mu, const Params& log_var, const Params& logit) {
+    return {mu.data(), log_var.data(), logit.data(), mixture_size(mu, log_var, logit)};
+}
+
+// Whether a is a native-byte-order float32 or float64 array (the kernel's dtypes).
+bool kernel_dtype(const py::array& a, sk::DType& dt) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    constexpr char kSwapped = '<';
+#else
+    constexpr char kSwapped = '>';
+#endif
+    using api = py::detail::npy_api;
+    const py::dtype d = a.dtype();
+    const int num = d.num();
+    if (d.byteorder() == kSwapped || (num != api::NPY_FLOAT_ && num != api::NPY_DOUBLE_)) {
+        return false;
+    }
+    dt = num == api::NPY_FLOAT_ ? sk::DType::f32 : sk::DType::f64;
+    return true;
 }
 
 // grads_out: None, or one writeable array per weight (same dtype, 1-D,
 // contiguous, same length) that receives grad_w instead of a fresh array.
+// n_threads is a request: 0 OpenMP's default, -1 every core, k > 0 k threads.
 py::tuple penalty(const std::vector<py::array>& weights, const Params& mu, const Params& log_var,
                   const Params& logit, double lam, int n_threads, bool responsibilities,
                   const py::object& grads_out) {
-    const std::int64_t m = mixture_size(mu, log_var, logit);
+    const sk::MixtureF64 mix = mixture_of(mu, log_var, logit);
+    const std::int64_t m = mix.m;
     std::vector<py::array> outs;
     if (!grads_out.is_none()) {
         outs = grads_out.cast<std::vector<py::array>>();
@@ -176,22 +217,115 @@ py::tuple penalty(const std::vector<py::array>& weights, const Params& mu, const
         grads.append(grad);
     }
     if (!outs.empty()) check_no_overlap(segments);
-    const sk::Totals totals =
-        run_totals(segments, mu.data(), log_var.data(), logit.data(), m, lam, n_threads);
-    const auto done = native_totals(totals, segments, log_var.data(), logit.data(), m, lam);
+    const sk::Totals totals = run_totals(segments, mix, lam, n_threads);
+    GradientRows rows(m);
     py::object finished = py::none();  // (value, grad_mu, grad_sigma, grad_log_var, grad_logit)
-    if (done) {
-        const std::vector<double>& g = done->second;
-        auto row = [&](std::int64_t r) {
-            py::array_t<double> a(static_cast<py::ssize_t>(m));
-            std::copy(g.begin() + r * m, g.begin() + (r + 1) * m, a.mutable_data());
-            return a;
-        };
-        finished = py::make_tuple(done->first, row(0), row(3), row(1), row(2));
+    if (const auto value = native_totals(totals, segments, mix, lam, rows.data)) {
+        finished =
+            py::make_tuple(*value, rows.arrays[0], rows.arrays[3], rows.arrays[1], rows.arrays[2]);
     }
     py::object gamma_out = responsibilities ? py::object(gammas) : py::object(py::none());
     return py::make_tuple(totals.sum_l, totals.check, stats_array(totals, m), grads, gamma_out,
                           finished);
+}
+
+// cls as a type object.__new__ may make (a Python class that does not override
+// __new__), else TypeError.
+PyTypeObject* plain_class(const py::handle& cls) {
+    auto* type = PyType_Check(cls.ptr()) ? reinterpret_cast<PyTypeObject*>(cls.ptr()) : nullptr;
+    if (type == nullptr || (type->tp_flags & Py_TPFLAGS_HEAPTYPE) == 0 ||
+        type->tp_new != PyBaseObject_Type.tp_new) {
+        throw py::type_error("result_type must be a class object.__new__ makes");
+    }
+    return type;
+}
+
+// An instance of the frozen dataclass type with these fields, as
+// python/softshare/_result.py's _frozen makes it: object.__new__(type), then
+// each field set as object.__setattr__ does, in the class's field order.
+py::object frozen_instance(PyTypeObject* type, PyObject* const* names, const py::object* values,
+                           std::size_t count) {
+    const py::tuple no_args(0);
+    py::object obj =
+        py::reinterpret_steal<py::object>(PyBaseObject_Type.tp_new(type, no_args.ptr(), nullptr));
+    if (!obj) throw py::error_already_set();
+    for (std::size_t k = 0; k < count; ++k) {
+        if (PyObject_GenericSetAttr(obj.ptr(), names[k], values[k].ptr()) != 0) {
+            throw py::error_already_set();
+        }
+    }
+    return obj;
+}
+
+// softshare.penalty for one ndarray: w native float32 or float64 and
+// C-contiguous, of any shape (else None: the caller takes the general path);
+// mu, log_var and logit float64, 1-D, contiguous (a Mixture's). The pass as
+// penalty's, with grad_w shaped like w and gamma (w.size, M); when the kernel
+// finishes the totals itself (native_totals), the result_type (PenaltyResult)
+// made here, else penalty's tuple for the caller to finish, with the flat
+// grad_w.
+py::object penalty_array(const py::handle& w_in, const py::array& mu, const py::array& log_var,
+                         const py::array& logit, double lam, int n_threads, bool responsibilities,
+                         const py::handle& result_type) {
+    PyTypeObject* const result_class = plain_class(result_type);
+    if (!py::isinstance<py::array>(w_in)) return py::none();
+    const auto w = py::reinterpret_borrow<py::array>(w_in);
+    sk::DType dt = sk::DType::f64;
+    if (!kernel_dtype(w, dt) || (w.flags() & py::array::c_style) == 0) return py::none();
+    for (const py::array* p : {&mu, &log_var, &logit}) {
+        sk::DType pdt = sk::DType::f32;
+        if (!kernel_dtype(*p, pdt) || pdt != sk::DType::f64 || p->ndim() != 1 ||
+            (p->flags() & py::array::c_style) == 0) {
+            throw std::invalid_argument("mu, log_var and logit must be 1-D contiguous float64");
+        }
+    }
+    const std::int64_t m = mu.shape(0);
+    if (m < 1) throw std::invalid_argument("the mixture needs at least one component (M >= 1)");
+    if (log_var.shape(0) != m || logit.shape(0) != m) {
+        throw std::invalid_argument("mu, log_var and logit must have the same length");
+    }
+    const sk::MixtureF64 mix(static_cast<const double*>(mu.data()),
+                             static_cast<const double*>(log_var.data()),
+                             static_cast<const double*>(logit.data()), m);
+    const auto n = static_cast<std::int64_t>(w.size());
+    py::array grad(w.dtype(), std::vector<py::ssize_t>(w.shape(), w.shape() + w.ndim()));
+    py::object gamma = py::none();
+    void* gamma_ptr = nullptr;
+    if (responsibilities) {
+        py::array g(w.dtype(), std::vector<py::ssize_t>{n, m});
+        gamma_ptr = g.mutable_data();
+        gamma = std::move(g);
+    }
+    const std::vector<sk::Segment> segments{{dt, w.data(), grad.mutable_data(), gamma_ptr, n}};
+    const sk::Totals totals = run_totals(segments, mix, lam, n_threads);
+    GradientRows rows(m);
+    const auto value = native_totals(totals, segments, mix, lam, rows.data);
+    if (!value) {
+        py::list grads, gammas;
+        grads.append(grad.reshape({n}));
+        if (responsibilities) gammas.append(gamma);
+        return py::make_tuple(totals.sum_l, totals.check, stats_array(totals, m), grads,
+                              responsibilities ? py::object(gammas) : py::object(py::none()),
+                              py::none());
+    }
+    // PenaltyResult's fields in its order, interned once (tests/test_small_calls.py
+    // holds the two to one list).
+    static PyObject* const* const kFields = [] {
+        static PyObject* names[10];
+        const char* const text[10] = {"value",        "grad_w",         "grad_mu", "grad_sigma",
+                                      "grad_log_var", "grad_logit",     "stats",   "n",
+                                      "gamma",        "sum_log_density"};
+        for (int k = 0; k < 10; ++k) {
+            names[k] = PyUnicode_InternFromString(text[k]);
+            if (names[k] == nullptr) throw py::error_already_set();
+        }
+        return names;
+    }();
+    const py::object values[] = {py::float_(*value),      std::move(grad), rows.arrays[0],
+                                 rows.arrays[3],          rows.arrays[1],  rows.arrays[2],
+                                 stats_array(totals, m),  py::int_(n),     std::move(gamma),
+                                 py::float_(totals.sum_l)};
+    return frozen_instance(result_class, kFields, values, std::size(values));
 }
 
 // For adapters whose tensors are not NumPy arrays (softshare.torch), the whole
@@ -252,15 +386,18 @@ py::object penalty_raw(
                             reinterpret_cast<void*>(g), nullptr, n});
     }
     check_no_overlap(segments);
-    const double* mu = rows.data();
-    const double* log_var = mu + m;
-    const double* logit = log_var + m;
-    const sk::Totals totals = run_totals(segments, mu, log_var, logit, m, lam, n_threads);
-    const auto done = native_totals(totals, segments, log_var, logit, m, lam);
-    if (!done) return py::make_tuple(py::none(), totals.sum_l, totals.check, stats_array(totals, m));
+    const sk::MixtureF64 mix(rows.data(), rows.data() + m, rows.data() + 2 * m, m);
+    const sk::Totals totals = run_totals(segments, mix, lam, n_threads);
+    std::vector<double> grads(static_cast<std::size_t>(4 * m));
+    double* const grad_rows[4] = {grads.data(), grads.data() + m, grads.data() + 2 * m,
+                                  grads.data() + 3 * m};
+    const auto value = native_totals(totals, segments, mix, lam, grad_rows);
+    if (!value) {
+        return py::make_tuple(py::none(), totals.sum_l, totals.check, stats_array(totals, m));
+    }
     const std::uintptr_t out_at[3] = {g_mu_at, g_log_var_at, g_logit_at};
     for (int r = 0; r < 3; ++r) {
-        const double* row = done->second.data() + r * m;
+        const double* row = grad_rows[r];
         if (out64) {
             std::copy(row, row + m, reinterpret_cast<double*>(out_at[r]));
         } else {
@@ -268,7 +405,7 @@ py::object penalty_raw(
             for (std::int64_t j = 0; j < m; ++j) o[j] = static_cast<float>(row[j]);
         }
     }
-    return py::make_tuple(done->first, totals.sum_l, totals.check, stats_array(totals, m));
+    return py::make_tuple(*value, totals.sum_l, totals.check, stats_array(totals, m));
 }
 
 // The kernel's vectorised 2^x (x <= 0) or log (x >= 1) on one target, for tests.
@@ -461,7 +598,15 @@ PYBIND11_MODULE(_core, mod) {
             py::arg("grads_out") = py::none(),
             "Fused pass: returns (sum_L, check, stats (3, M), grads, gammas or None, totals); "
             "grad_w goes into grads_out's arrays when given; totals is (value, grad_mu, "
-            "grad_sigma, grad_log_var, grad_logit) or None when Python must finish.");
+            "grad_sigma, grad_log_var, grad_logit) or None when Python must finish. n_threads: "
+            "0 OpenMP's default, -1 every core, k > 0 k threads (at most the cores and one per "
+            "block_size weights).");
+    mod.def("penalty_array", &penalty_array, py::arg("weights"), py::arg("mu"), py::arg("log_var"),
+            py::arg("logit"), py::arg("lam"), py::arg("n_threads"), py::arg("responsibilities"),
+            py::arg("result_type"),
+            "penalty for one native float32/float64 C-contiguous ndarray of any shape (else "
+            "None): a result_type instance when the kernel finishes the totals, else penalty's "
+            "tuple (flat grad_w).");
     mod.def("penalty_raw", &penalty_raw, py::arg("segments"), py::arg("mixture"), py::arg("lam"),
             py::arg("n_threads"), py::arg("out"),
             "Fused pass over raw (weights address, grad address, n, float64?) segments and a "

@@ -388,6 +388,11 @@ def test_a_nan_from_the_kernel_is_an_error(
             # check: NaN flags either; no native totals, so Python checks
             return sum_l, np.nan, stats, grads, gammas, None
 
+        @staticmethod
+        def penalty_array(w: np.ndarray, *args: object) -> tuple[object, ...]:
+            # one array (its own entry): the same pass, flagged the same way
+            return Core.penalty([w.reshape(-1)], *args[:-1])
+
     monkeypatch.setattr(softshare._penalty, "_core", Core)
     mix = softshare.Mixture([0.0, 0.5], [-2.0, -3.0], [0.0, 0.0])
     with pytest.raises(ValueError, match=rf"the penalty overflowed: .*{message}"):

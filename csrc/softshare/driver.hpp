@@ -32,6 +32,7 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -65,36 +66,69 @@ inline std::int64_t round_blocks(std::int64_t psize) {
     return fit > 1 ? fit : 1;
 }
 
-// The mixture precomputed once per call in float64 and rounded to T.
+// What Components<T> needs of the mixture in float64, computed once per call
+// for both precisions (the libm calls: M exp for ln pi and two per component
+// for sigma): ln pi_j and, per component, exp(-log_var_j / 2) and
+// exp(-log_var_j). top and log_sum (ln sum_j exp(logit_j - top)) are also
+// those of mixture_gradients (gradients.hpp), which takes them from here.
+struct MixtureF64 {
+    MixtureF64(const double* mu_in, const double* log_var_in, const double* logit_in,
+               std::int64_t m_in)
+        : mu(mu_in),
+          log_var(log_var_in),
+          logit(logit_in),
+          m(m_in),
+          data(static_cast<std::size_t>(3 * m_in)) {
+        top = logit[0];
+        for (std::int64_t j = 1; j < m; ++j) top = logit[j] > top ? logit[j] : top;
+        double sum = 0.0;
+        for (std::int64_t j = 0; j < m; ++j) sum += std::exp(logit[j] - top);
+        log_sum = std::log(sum);
+        const double log_norm = top + log_sum;
+        // ln pi_j = logit_j - log_norm, but top + log_sum drops log_sum below half
+        // the ulp of top: past |top| = 64 (ulp 1.4e-14) the difference to top comes
+        // first, exact for close logits: (logit_j - top) - log_sum.
+        const bool large_logits = std::fabs(top) > 64.0;
+        for (std::int64_t j = 0; j < m; ++j) {
+            data[static_cast<std::size_t>(j)] =
+                large_logits ? (logit[j] - top) - log_sum : logit[j] - log_norm;
+            data[static_cast<std::size_t>(m + j)] = std::exp(-0.5 * log_var[j]);
+            data[static_cast<std::size_t>(2 * m + j)] = std::exp(-log_var[j]);
+        }
+    }
+    double log_pi(std::int64_t j) const { return data[static_cast<std::size_t>(j)]; }
+    double inv_sigma(std::int64_t j) const { return data[static_cast<std::size_t>(m + j)]; }
+    double inv_var(std::int64_t j) const { return data[static_cast<std::size_t>(2 * m + j)]; }
+
+    const double* mu;
+    const double* log_var;
+    const double* logit;
+    std::int64_t m;
+    double top = 0.0;          // max_j logit_j
+    double log_sum = 0.0;      // ln sum_j exp(logit_j - top)
+    std::vector<double> data;  // rows: ln pi, exp(-log_var / 2), exp(-log_var)
+};
+
+// The mixture precomputed once per call in float64 (MixtureF64) and rounded to T.
 template <class T>
 struct Components {
-    Components(const double* mu_in, const double* log_var, const double* logit, std::int64_t m_in)
-        : m(m_in), data(static_cast<std::size_t>(5 * m_in)) {
-        double mx = logit[0];
-        for (std::int64_t j = 1; j < m; ++j) mx = logit[j] > mx ? logit[j] : mx;
-        double sum = 0.0;
-        for (std::int64_t j = 0; j < m; ++j) sum += std::exp(logit[j] - mx);
-        const double log_sum = std::log(sum);
-        const double log_norm = mx + log_sum;
-        // ln pi_j = logit_j - log_norm, but mx + log_sum drops log_sum below half
-        // the ulp of mx: past |mx| = 64 (ulp 1.4e-14) the difference to mx comes
-        // first, exact for close logits: (logit_j - mx) - log_sum.
-        const bool large_logits = std::fabs(mx) > 64.0;
+    explicit Components(const MixtureF64& mix) : m(mix.m), data(static_cast<std::size_t>(5 * m)) {
         const double half_log_2pi = 0.9189385332046728;  // 0.5 * ln(2 pi)
         const double log2e = 1.4426950408889634;
+        const double sqrt_half_log2e = std::sqrt(0.5 * log2e);
         const double t_max = static_cast<double>(std::numeric_limits<T>::max());
         for (std::int64_t j = 0; j < m; ++j) {
-            const T mu_hi = static_cast<T>(mu_in[j]);
-            const double mu_lo = mu_in[j] - static_cast<double>(mu_hi);
-            const T r_t = static_cast<T>(std::sqrt(0.5 * log2e) * std::exp(-0.5 * log_var[j]));
+            const T mu_hi = static_cast<T>(mix.mu[j]);
+            const double mu_lo = mix.mu[j] - static_cast<double>(mu_hi);
+            const T r_t = static_cast<T>(sqrt_half_log2e * mix.inv_sigma(j));
             const double r_d = static_cast<double>(r_t);
-            const double inv_var = std::exp(-log_var[j]);
+            const double inv_var = mix.inv_var(j);
             const double a_d = inv_var / r_d;
             at(0, j) = mu_hi;
             at(1, j) = r_t;
             at(2, j) = static_cast<T>(mu_lo * r_d);
-            const double log_pi = large_logits ? (logit[j] - mx) - log_sum : logit[j] - log_norm;
-            at(3, j) = static_cast<T>(log2e * (log_pi - half_log_2pi - 0.5 * log_var[j]));
+            at(3, j) =
+                static_cast<T>(log2e * (mix.log_pi(j) - half_log_2pi - 0.5 * mix.log_var[j]));
             at(4, j) = static_cast<T>(std::min(a_d, t_max));
             // T holds the component iff every constant is finite and r and a are
             // normal numbers (c may be -inf: then pi_j = 0 and gamma_ij = 0).
@@ -105,6 +139,8 @@ struct Components {
             if (!holds && first_bad < 0) first_bad = j;
         }
     }
+    Components(const double* mu_in, const double* log_var, const double* logit, std::int64_t m_in)
+        : Components(MixtureF64(mu_in, log_var, logit, m_in)) {}
     T& at(int row, std::int64_t j) { return data[static_cast<std::size_t>(row * m + j)]; }
     ComponentsView<T> view() const {
         const T* p = data.data();
@@ -157,7 +193,10 @@ using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
 
 // Owns one thread's scratch for the block kernels of one precision, sized for
 // vectors of `lanes` lanes (the instruction set in use), and for the grouped
-// kernel's sort when `cells` > 0 (about 12 bytes per weight of a block).
+// kernel's sort when `cells` > 0 (about 12 bytes per weight of a block). The
+// kernels initialise what they read of it (block-inl.hpp), so a larger
+// workspace, or one used before, serves as well as a fresh one (the cached
+// workspace of the one-thread pass, run_penalty).
 template <class T>
 struct Workspace {
     Workspace(std::int64_t m, int lanes, std::int64_t cells)
@@ -171,6 +210,20 @@ struct Workspace {
     Scratch<T> scratch() {
         return {buf.data(), sub.data(),  acc.data(),  ws.data(),
                 idx.data(), cell.data(), count.data()};
+    }
+    // Whether every buffer is at least as large as Workspace(m, lanes, cells)'s.
+    bool fits(std::int64_t m, int lanes, std::int64_t cells) const {
+        const auto at_least = [](std::size_t have, std::int64_t need) {
+            return have >= static_cast<std::size_t>(need);
+        };
+        return at_least(buf.size(), scratch_buf_size(m, lanes)) &&
+               at_least(sub.size(), scratch_sub_size(m, lanes)) &&
+               at_least(acc.size(), scratch_acc_size(m, lanes)) &&
+               at_least(ws.size(), cells > 0 ? kBlockSize : 0) && at_least(count.size(), cells);
+    }
+    std::size_t bytes() const {
+        return (buf.size() + sub.size() + ws.size()) * sizeof(T) + acc.size() * sizeof(double) +
+               (idx.size() + cell.size() + count.size()) * sizeof(std::int32_t);
     }
 
     AlignedVector<T> buf;
@@ -189,12 +242,48 @@ struct Block {
 };
 
 // One thread's buffers, each made on first use (Runner::prepare: the ones a
-// call is known to need, before the thread's first block).
+// call is known to need, before the thread's first block) or grown when a
+// call needs more than a cached one holds (one_thread_scratch).
 struct ThreadScratch {
     std::unique_ptr<Workspace<float>> ws32;
     std::unique_ptr<Workspace<double>> ws64;
     // A float32 block computed by the float64 kernel, chunk by chunk.
     std::vector<double> w64, g64, gamma64, chunk_partial;
+    // One block's partial sums (the one-thread pass).
+    std::vector<double> partial;
+
+    std::size_t bytes() const {
+        const std::size_t doubles = w64.capacity() + g64.capacity() + gamma64.capacity() +
+                                    chunk_partial.capacity() + partial.capacity();
+        return (ws32 ? ws32->bytes() : 0) + (ws64 ? ws64->bytes() : 0) + doubles * sizeof(double);
+    }
+};
+
+// The most bytes of scratch the one-thread pass keeps between calls.
+constexpr std::size_t kCachedScratchBytes = std::size_t(1) << 20;
+
+// The scratch of the one-thread pass (every call over fewer than 2 blocks, and
+// every call with n_threads = 1): one per thread, kept between calls, so that a
+// small call allocates and zero-fills nothing (that was about a fifth of a call
+// over 10 weights). It grows to what a call needs and is released after a call
+// that left it above kCachedScratchBytes: each thread that ever ran such a pass
+// (the callers' threads, not OpenMP's workers) retains at most 1 MiB, in
+// practice M x 1 to 1.5 KB (M components; about 50 KB more after a grouped
+// pass) until it exits. Results do not depend on it (Workspace).
+inline ThreadScratch& one_thread_scratch() {
+    static thread_local ThreadScratch cached;
+    return cached;
+}
+
+// Releases the cached scratch if it holds more than kCachedScratchBytes (on
+// every exit of the one-thread pass, exceptions included).
+struct TrimOnExit {
+    ThreadScratch& ts;
+    TrimOnExit(const TrimOnExit&) = delete;
+    TrimOnExit& operator=(const TrimOnExit&) = delete;
+    ~TrimOnExit() {
+        if (ts.bytes() > kCachedScratchBytes) ts = ThreadScratch{};
+    }
 };
 
 inline bool all_finite(const double* p, std::int64_t n) {
@@ -286,27 +375,32 @@ struct Runner {
     }
 
     Workspace<float>& ws32(ThreadScratch& ts) const {
-        if (!ts.ws32) {
-            ts.ws32 = std::make_unique<Workspace<float>>(m(), table.lanes_f32,
-                                                         group32.active ? group32.view().cells : 0);
+        const std::int64_t cells = group32.active ? group32.view().cells : 0;
+        if (!ts.ws32 || !ts.ws32->fits(m(), table.lanes_f32, cells)) {
+            ts.ws32.reset();  // the old one first: at most one is held at a time
+            ts.ws32 = std::make_unique<Workspace<float>>(m(), table.lanes_f32, cells);
         }
         return *ts.ws32;
     }
     Workspace<double>& ws64(ThreadScratch& ts) const {
-        if (!ts.ws64) {
-            ts.ws64 = std::make_unique<Workspace<double>>(
-                m(), table.lanes_f64, group64.active ? group64.view().cells : 0);
+        const std::int64_t cells = group64.active ? group64.view().cells : 0;
+        if (!ts.ws64 || !ts.ws64->fits(m(), table.lanes_f64, cells)) {
+            ts.ws64.reset();
+            ts.ws64 = std::make_unique<Workspace<double>>(m(), table.lanes_f64, cells);
         }
         return *ts.ws64;
     }
+    // Each buffer checked on its own: a cached ThreadScratch may come from a
+    // call with another M, or without responsibilities.
     void upcast_buffers(ThreadScratch& ts) const {
         const auto chunk = static_cast<std::size_t>(upcast_chunk());
-        if (ts.w64.size() < chunk) {
-            ts.w64.resize(chunk);
-            ts.g64.resize(chunk);
-            if (gamma) ts.gamma64.resize(chunk * static_cast<std::size_t>(m()));
-            ts.chunk_partial.resize(static_cast<std::size_t>(partial_size(m())));
-        }
+        const auto grow = [](std::vector<double>& v, std::size_t n) {
+            if (v.size() < n) v.resize(n);
+        };
+        grow(ts.w64, chunk);
+        grow(ts.g64, chunk);
+        if (gamma) grow(ts.gamma64, chunk * static_cast<std::size_t>(m()));
+        grow(ts.chunk_partial, static_cast<std::size_t>(partial_size(m())));
     }
 
     // Makes the buffers a call with these dtypes needs (the slow paths' others
@@ -395,8 +489,26 @@ inline void flag_nan_sums(Totals& totals) {
 
 }  // namespace detail
 
-// One fused pass over all segments. n_threads <= 0 means OpenMP's default; in
-// a fork()ed child (runtime.hpp) the pass always runs on the calling thread.
+// The threads a request n_threads stands for: 0 OpenMP's default, -1 every
+// core, k > 0 k threads; more than one, at most the cores of this process's
+// affinity (cpu_count, a system call). As python/softshare's as_n_threads.
+inline int requested_threads(int n_threads) {
+    const int k = n_threads == -1 ? cpu_count() : n_threads > 0 ? n_threads : default_threads();
+    return k <= 1 ? 1 : std::min(k, cpu_count());
+}
+
+// The threads of a pass over n_blocks blocks of n_total weights in all:
+// requested_threads(n_threads), but at most one per block and per kBlockSize
+// weights (many short segments, a network's biases, make many small blocks:
+// not enough work to share), and one without OpenMP and in a fork()ed child
+// (runtime.hpp). A pass with work for one thread asks the system nothing.
+inline int pass_threads(int n_threads, std::int64_t n_blocks, std::int64_t n_total) {
+    const std::int64_t work = std::min(n_blocks, (n_total + kBlockSize - 1) / kBlockSize);
+    if (work <= 1 || !has_openmp() || in_forked_child()) return 1;
+    return static_cast<int>(std::min<std::int64_t>(requested_threads(n_threads), work));
+}
+
+// One fused pass over all segments, on pass_threads(n_threads, ...) threads.
 // Preconditions, checked by the callers (bindings.cpp; python/softshare for
 // finiteness): M >= 1, a finite mixture, lam finite and >= 0, and segments with
 // outputs of their length. A mixture whose float64 constants are not normal
@@ -404,24 +516,31 @@ inline void flag_nan_sums(Totals& totals) {
 //
 // Memory: the scratch of the precisions the segments use, per thread, sized
 // for the instruction set in use (about M x 832 bytes per thread for float32 on
-// AVX-512, and some 50 KB more for the grouped kernel's sort). An allocation
-// failure is a std::bad_alloc from this function: nothing may throw out of
-// the parallel region, so what a block throws (its thread's scratch, made on
-// its first block, or a slow path's buffer) is kept and rethrown here after
-// the region.
+// AVX-512, and some 50 KB more for the grouped kernel's sort); a pass on one
+// thread uses, and keeps, its thread's cached scratch (one_thread_scratch). An
+// allocation failure is a std::bad_alloc from this function: nothing may throw
+// out of the parallel region, so what a block throws (its thread's scratch,
+// made on its first block, or a slow path's buffer) is kept and rethrown here
+// after the region.
 inline Totals run_penalty(const KernelTable& table, const double* mu, const double* log_var,
                           const double* logit, std::int64_t m, double lam,
-                          const std::vector<Segment>& segments, int n_threads) {
+                          const std::vector<Segment>& segments, int n_threads,
+                          const MixtureF64* mixture = nullptr) {
     bool any32 = false, any64 = false, gamma = false;
-    std::int64_t n32 = 0, n64 = 0;
+    std::int64_t n32 = 0, n64 = 0, n_blocks = 0;
     for (const Segment& seg : segments) {
+        n_blocks += (seg.n + kBlockSize - 1) / kBlockSize;
         if (seg.n == 0) continue;
         (seg.dtype == DType::f32 ? any32 : any64) = true;
         (seg.dtype == DType::f32 ? n32 : n64) += seg.n;
         gamma = gamma || seg.gamma != nullptr;
     }
-    const Components<float> comp32(mu, log_var, logit, m);
-    const Components<double> comp64(mu, log_var, logit, m);
+    // The float64 intermediates once for both precisions (the caller's, when it
+    // made them for the mixture gradients too).
+    std::optional<MixtureF64> own;
+    if (mixture == nullptr) mixture = &own.emplace(mu, log_var, logit, m);
+    const Components<float> comp32(*mixture);
+    const Components<double> comp64(*mixture);
     if (!comp64.exact()) throw component_error(comp64.first_bad, log_var);
     // float32 holds lam unless it is a subnormal or beyond float32's range.
     const float lam32 = static_cast<float>(lam);
@@ -433,14 +552,43 @@ inline Totals run_penalty(const KernelTable& table, const double* mu, const doub
     const Grouping<double> group64 = plan_grouping(comp64.view(), n64);
     const detail::Runner runner{table,    segments, comp32.view(), comp64.view(), lam,
                                 f32_fast, gamma,    group32,       group64};
+    const std::int64_t psize = partial_size(m);
 
+    Totals totals;
+    totals.stats.assign(static_cast<std::size_t>(3 * m), 0.0);
+    if (n_blocks == 0) return totals;
+
+    const std::int64_t n_total = n32 + n64;
+    const int threads = pass_threads(n_threads, n_blocks, n_total);
+    if (threads <= 1) {
+        // Small inputs, one thread or a forked child: no parallel region at
+        // all, and the blocks in order, segment by segment.
+        detail::ThreadScratch& scratch = detail::one_thread_scratch();
+        const detail::TrimOnExit trim{scratch};
+        runner.prepare(scratch, any32, any64);
+        if (scratch.partial.size() < static_cast<std::size_t>(psize)) {
+            scratch.partial.resize(static_cast<std::size_t>(psize));
+        }
+        double* partial = scratch.partial.data();
+        for (std::size_t s = 0; s < segments.size(); ++s) {
+            for (std::int64_t begin = 0; begin < segments[s].n; begin += kBlockSize) {
+                const detail::Block b{static_cast<std::int64_t>(s), begin,
+                                      std::min(kBlockSize, segments[s].n - begin)};
+                runner.block(b, partial, scratch);
+                detail::fold(totals, partial, m);
+            }
+        }
+        detail::flag_nan_sums(totals);
+        return totals;
+    }
+
+#ifdef _OPENMP
     // Block b of the whole problem lies in the segment s with
     // first_block[s] <= b < first_block[s + 1]: O(segments) memory, not O(N).
     std::vector<std::int64_t> first_block(segments.size() + 1, 0);
     for (std::size_t s = 0; s < segments.size(); ++s) {
         first_block[s + 1] = first_block[s] + (segments[s].n + kBlockSize - 1) / kBlockSize;
     }
-    const std::int64_t n_blocks = first_block.back();
     const auto block_at = [&](std::int64_t b) {
         const auto it = std::upper_bound(first_block.begin(), first_block.end(), b);
         const auto s = static_cast<std::size_t>(it - first_block.begin()) - 1;
@@ -448,36 +596,7 @@ inline Totals run_penalty(const KernelTable& table, const double* mu, const doub
         return detail::Block{static_cast<std::int64_t>(s), begin,
                              std::min(kBlockSize, segments[s].n - begin)};
     };
-    const std::int64_t psize = partial_size(m);
 
-    Totals totals;
-    totals.stats.assign(static_cast<std::size_t>(3 * m), 0.0);
-    if (n_blocks == 0) return totals;
-
-    // Without OpenMP, default_threads() is 1 and n_threads is ignored.
-    int threads = has_openmp() && n_threads > 0 ? n_threads : default_threads();
-    if (in_forked_child()) threads = 1;
-    // At most one thread per kBlockSize weights: many short segments (a
-    // network's biases) make many small blocks, not enough work to share.
-    std::int64_t n_total = 0;
-    for (const Segment& seg : segments) n_total += seg.n;
-    threads = static_cast<int>(std::min<std::int64_t>(
-        {threads, n_blocks, (n_total + kBlockSize - 1) / kBlockSize}));
-
-    if (threads <= 1) {
-        // Small inputs, one thread or a forked child: no parallel region at all.
-        detail::ThreadScratch scratch;
-        runner.prepare(scratch, any32, any64);
-        std::vector<double> partial(static_cast<std::size_t>(psize));
-        for (std::int64_t b = 0; b < n_blocks; ++b) {
-            runner.block(block_at(b), partial.data(), scratch);
-            detail::fold(totals, partial.data(), m);
-        }
-        detail::flag_nan_sums(totals);
-        return totals;
-    }
-
-#ifdef _OPENMP
     // One fork-join per round (usually one round per call): the blocks of the
     // round in parallel, then their partials folded here in block order. A
     // round holds at least one block per thread.

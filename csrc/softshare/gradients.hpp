@@ -19,25 +19,22 @@
 namespace softshare {
 namespace kernel {
 
-// Gradients of lam * Omega for the M components, row-major (4, M): grad_mu,
-// grad_log_var, grad_logit, grad_sigma. stats is (3, M): S0, S1, S2. A
-// gradient beyond float64's range is +-inf (var is a normal number: no NaN).
-inline std::vector<double> mixture_gradients(const double* log_var, const double* logit,
-                                             std::int64_t m, const std::vector<double>& stats,
-                                             std::int64_t n, double lam) {
+// Gradients of lam * Omega for the M components into four rows of M: grad_mu,
+// grad_log_var, grad_logit, grad_sigma. stats is (3, M): S0, S1, S2; top is
+// max_j logit_j and log_sum ln sum_j exp(logit_j - top) (MixtureF64 in
+// driver.hpp has both). A gradient beyond float64's range is +-inf (var is a
+// normal number: no NaN).
+inline void mixture_gradients(const double* log_var, const double* logit, std::int64_t m,
+                              double top, double log_sum, const double* stats, std::int64_t n,
+                              double lam, double* grad_mu, double* grad_log_var, double* grad_logit,
+                              double* grad_sigma) {
     // ln pi as Mixture.log_pi: the top logit first; past |logit| = 64 the
     // difference to the top comes first (it would round away otherwise).
-    double top = logit[0];
     double abs_max = std::fabs(logit[0]);
     for (std::int64_t j = 1; j < m; ++j) {
-        top = logit[j] > top ? logit[j] : top;
         abs_max = std::fabs(logit[j]) > abs_max ? std::fabs(logit[j]) : abs_max;
     }
-    double sum = 0.0;
-    for (std::int64_t j = 0; j < m; ++j) sum += std::exp(logit[j] - top);
-    const double log_sum = std::log(sum);
-    std::vector<double> out(static_cast<std::size_t>(4 * m));
-    const double* s0 = stats.data();
+    const double* s0 = stats;
     const double* s1 = s0 + m;
     const double* s2 = s1 + m;
     const auto nd = static_cast<double>(n);
@@ -46,12 +43,25 @@ inline std::vector<double> mixture_gradients(const double* log_var, const double
             abs_max <= 64.0 ? logit[j] - (top + log_sum) : (logit[j] - top) - log_sum;
         const double pi = std::exp(log_pi);
         const double var = std::exp(log_var[j]);
-        out[static_cast<std::size_t>(j)] = -lam * s1[j] / var;
-        out[static_cast<std::size_t>(m + j)] = 0.5 * lam * (s0[j] - s2[j] / var);
-        out[static_cast<std::size_t>(2 * m + j)] = lam * (nd * pi - s0[j]);
-        out[static_cast<std::size_t>(3 * m + j)] =
-            lam * ((s0[j] - s2[j] / var) / std::exp(0.5 * log_var[j]));
+        grad_mu[j] = -lam * s1[j] / var;
+        grad_log_var[j] = 0.5 * lam * (s0[j] - s2[j] / var);
+        grad_logit[j] = lam * (nd * pi - s0[j]);
+        grad_sigma[j] = lam * ((s0[j] - s2[j] / var) / std::exp(0.5 * log_var[j]));
     }
+}
+
+// The same as one (4, M) row-major vector, computing top and log_sum here.
+inline std::vector<double> mixture_gradients(const double* log_var, const double* logit,
+                                             std::int64_t m, const std::vector<double>& stats,
+                                             std::int64_t n, double lam) {
+    double top = logit[0];
+    for (std::int64_t j = 1; j < m; ++j) top = logit[j] > top ? logit[j] : top;
+    double sum = 0.0;
+    for (std::int64_t j = 0; j < m; ++j) sum += std::exp(logit[j] - top);
+    std::vector<double> out(static_cast<std::size_t>(4 * m));
+    double* p = out.data();
+    mixture_gradients(log_var, logit, m, top, std::log(sum), stats.data(), n, lam, p, p + m,
+                      p + 2 * m, p + 3 * m);
     return out;
 }
 

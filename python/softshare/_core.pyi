@@ -1,20 +1,16 @@
 from collections.abc import Sequence
+from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 block_size: int
 
-def penalty(
-    weights: Sequence[NDArray[np.floating]],
-    mu: NDArray[np.float64],
-    log_var: NDArray[np.float64],
-    logit: NDArray[np.float64],
-    lam: float,
-    n_threads: int,
-    responsibilities: bool,
-    grads_out: Sequence[NDArray[np.floating]] | None = None,
-) -> tuple[
+_R = TypeVar("_R")
+
+#: What penalty returns: (sum_L, check, stats (3, M), grads, gammas or None,
+#: (value, grad_mu, grad_sigma, grad_log_var, grad_logit) or None).
+PassTuple: TypeAlias = tuple[
     float,
     float,
     NDArray[np.float64],
@@ -28,7 +24,28 @@ def penalty(
         NDArray[np.float64],
     ]
     | None,
-]: ...
+]
+
+def penalty(
+    weights: Sequence[NDArray[np.floating]],
+    mu: NDArray[np.float64],
+    log_var: NDArray[np.float64],
+    logit: NDArray[np.float64],
+    lam: float,
+    n_threads: int,
+    responsibilities: bool,
+    grads_out: Sequence[NDArray[np.floating]] | None = None,
+) -> PassTuple: ...
+def penalty_array(
+    weights: NDArray[Any],
+    mu: NDArray[np.float64],
+    log_var: NDArray[np.float64],
+    logit: NDArray[np.float64],
+    lam: float,
+    n_threads: int,
+    responsibilities: bool,
+    result_type: type[_R],
+) -> _R | PassTuple | None: ...
 def penalty_raw(
     segments: Sequence[tuple[int, int, int, bool]],
     mixture: tuple[int, int, int, int, bool],

@@ -166,6 +166,8 @@ def as_mixture(mixture: object) -> Mixture:
 
 def as_lam(lam: object) -> float:
     """Check the penalty strength: a finite real number >= 0."""
+    if type(lam) is float and 0.0 <= lam < math.inf:  # the common case, without the ABC check
+        return lam
     if isinstance(lam, (bool, np.bool_)) or not isinstance(lam, numbers.Real):
         msg = f"lam must be a real number, got {type(lam).__name__}"
         raise TypeError(msg)
@@ -183,6 +185,38 @@ def cpu_count() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+#: The largest thread request passed on (a C int); any larger one means as many.
+_MAX_REQUEST = 2**31 - 1
+
+
+def thread_request(n_threads: object) -> int:
+    """Check ``n_threads`` and encode it for the kernel, which resolves it.
+
+    None -> 0 (OpenMP's default), -1 -> -1 (all cores), k >= 1 -> k (at most
+    2**31 - 1). The kernel then runs at most :func:`cpu_count` threads and one
+    per ``_core.block_size`` weights, asking for the cores only when a pass
+    has work for two (the resolution of :func:`as_n_threads`, done there).
+
+    Raises
+    ------
+    ValueError
+        If ``n_threads`` is not None, -1 or a positive int (bools included).
+    """
+    if n_threads is None:
+        return 0
+    if isinstance(n_threads, (bool, np.bool_)):
+        raise _bad_n_threads(n_threads)  # the API: ValueError for any bad n_threads
+    try:
+        k = operator.index(n_threads)  # type: ignore[arg-type]
+    except TypeError:
+        raise _bad_n_threads(n_threads) from None
+    if k == -1:
+        return -1
+    if k < 1:
+        raise _bad_n_threads(n_threads)
+    return min(k, _MAX_REQUEST)
+
+
 def as_n_threads(n_threads: object, default: int) -> int:
     """Resolve ``n_threads`` to the threads the kernel runs on.
 
@@ -195,19 +229,11 @@ def as_n_threads(n_threads: object, default: int) -> int:
     ValueError
         If ``n_threads`` is not None, -1 or a positive int (bools included).
     """
-    if n_threads is None:
+    k = thread_request(n_threads)
+    if k == -1:
+        return cpu_count()
+    if k == 0:
         k = default
-    else:
-        if isinstance(n_threads, (bool, np.bool_)):
-            raise _bad_n_threads(n_threads)  # the API: ValueError for any bad n_threads
-        try:
-            k = operator.index(n_threads)  # type: ignore[arg-type]
-        except TypeError:
-            raise _bad_n_threads(n_threads) from None
-        if k == -1:
-            return cpu_count()
-        if k < 1:
-            raise _bad_n_threads(n_threads)
     return 1 if k <= 1 else min(k, cpu_count())
 
 

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import _core
-from ._inputs import Weights, as_lam, as_mixture, as_n_threads, as_out, as_weights
+from ._inputs import (
+    Weights,
+    as_lam,
+    as_mixture,
+    as_n_threads,
+    as_out,
+    as_weights,
+    thread_request,
+)
 from ._result import PenaltyResult, PenaltyTotals, build_result, new_totals, totals_of
 
 if TYPE_CHECKING:
@@ -119,7 +127,27 @@ def penalty(
     """
     mix = as_mixture(mixture)
     lam_f = as_lam(lam)
-    threads = as_n_threads(n_threads, _core.default_threads())
+    threads = thread_request(n_threads)  # resolved by the kernel (as_n_threads' rules)
+    if out is None and type(weights) is np.ndarray:
+        # One array, the common case: the kernel makes the result itself unless
+        # it declines the array (None: not float32/float64, native and
+        # C-contiguous) or flags something for Python to check (its tuple).
+        done = _core.penalty_array(
+            weights,
+            mix.mu,
+            mix.log_var,
+            mix.logit,
+            lam_f,
+            threads,
+            bool(responsibilities),
+            PenaltyResult,
+        )
+        if isinstance(done, PenaltyResult):
+            return done
+        if done is not None:
+            w = as_weights(weights)
+            totals, grads, gammas = _finish(done, w, mix, lam_f)
+            return build_result(totals, grads=grads, gammas=gammas, weights=w)
     w = as_weights(weights)
     flat_out = None if out is None else as_out(out, w)
     totals, grads, gammas = _run(w, mix, lam_f, threads, bool(responsibilities), flat_out)
@@ -179,13 +207,24 @@ def _run(
 ) -> tuple[PenaltyTotals, list[NDArray[np.floating]], list[NDArray[np.floating]] | None]:
     """The fused pass and every check of its outputs: totals, flat grad_w, flat gamma.
 
+    ``threads`` is :func:`~softshare._inputs.thread_request`'s encoding.
+    """
+    raw = _core.penalty(
+        w.flat, mix.mu, mix.log_var, mix.logit, lam, threads, responsibilities, flat_out
+    )
+    return _finish(raw, w, mix, lam)
+
+
+def _finish(
+    raw: _core.PassTuple, w: Weights, mix: Mixture, lam: float
+) -> tuple[PenaltyTotals, list[NDArray[np.floating]], list[NDArray[np.floating]] | None]:
+    """Totals, flat grad_w and flat gamma of the kernel's tuple (``_core.penalty``'s).
+
     The kernel finishes the value and mixture gradients itself when nothing
     needs checking (``native``; for ``lam = 0`` exact zeros, ``grad_w``
     included); otherwise :func:`_checked_totals` does, with its errors.
     """
-    sum_l, check, stats, grads, gammas, native = _core.penalty(
-        w.flat, mix.mu, mix.log_var, mix.logit, lam, threads, responsibilities, flat_out
-    )
+    sum_l, check, stats, grads, gammas, native = raw
     if native is None:
         return _checked_totals(sum_l, check, stats, w, grads, mix, lam), grads, gammas
     value, grad_mu, g_sigma, grad_log_var, grad_logit = native
