@@ -39,8 +39,10 @@ namespace SOFTSHARE_ISA_NS {
 // the components [j0, j1): its g = sum_j gamma_j z_j a_j (grad_w before lam),
 // inv_s = valid / sum_j 2^(l_j - max), big_l = sum of the lanes' L, and its
 // S0, S1, S2 terms added to sub (3 x M vectors: S0, S1, S2 partials, indexed
-// by component). buf (at least (j1 - j0) x kUnroll vectors) keeps the
-// shifted exponentials for the responsibilities.
+// by component). buf (2 x M x kUnroll vectors: scratch_buf_size) keeps, from
+// its start, the log-terms and then the shifted exponentials (the
+// responsibilities read them there), and from M x kUnroll vectors on, each
+// component's z, so that pass 3 loads z instead of computing it again.
 //
 // Per weight, the result depends only on the weight and on [j0, j1): a
 // component left out whose 2^(l_j - max) is exactly 0 (grouping.hpp) changes
@@ -62,7 +64,8 @@ SOFTSHARE_INLINE void tile_pass(const ComponentsView<T>& comp, std::int64_t j0, 
     V* sub0 = sub;
     V* sub1 = sub + m;
     V* sub2 = sub + 2 * m;
-    V* b = buf - j0 * U;  // b[j * U + u]: component j's vector u
+    V* b = buf - j0 * U;     // b[j * U + u]: component j's vector u
+    V* zb = b + comp.m * U;  // zb[j * U + u]: its z
 
     // Pass 1: log-terms in base 2, l = c - z^2 with z = (w - mu) r, and their
     // maximum. r_lo restores what rounding mu to T lost: where w is near mu,
@@ -74,6 +77,7 @@ SOFTSHARE_INLINE void tile_pass(const ComponentsView<T>& comp, std::int64_t j0, 
         for (int u = 0; u < U; ++u) {
             const V z = (wt[u] - mu_j) * r_j - rl_j;
             const V l = c_j - z * z;
+            zb[j * U + u] = z;
             b[j * U + u] = l;
             mx[u] = vmax<T>(mx[u], l);
         }
@@ -101,16 +105,21 @@ SOFTSHARE_INLINE void tile_pass(const ComponentsView<T>& comp, std::int64_t j0, 
 
     // Pass 3: responsibilities, grad_w and the component sums in units of z
     // (w - mu = z / r: S1 and S2 are rescaled once per block), the U vectors
-    // of each component summed before they meet the accumulators.
+    // of each component summed before they meet the accumulators (the first
+    // vector starts the sums: 0 + x would cost an addition).
     for (int u = 0; u < U; ++u) g[u] = V{};
     for (std::int64_t j = j0; j < j1; ++j) {
-        const T a_j = a[j], mu_j = mu[j], r_j = r[j], rl_j = r_lo[j];
-        V s0 = V{}, s1 = V{}, s2 = V{};
-        for (int u = 0; u < U; ++u) {
+        const T a_j = a[j];
+        const V gam0 = b[j * U] * inv_s[0];
+        const V z0 = zb[j * U];
+        const V gz0 = gam0 * z0;
+        g[0] += gz0 * a_j;  // gamma (w - mu) / sigma^2
+        V s0 = gam0, s1 = gz0, s2 = gz0 * z0;
+        for (int u = 1; u < U; ++u) {
             const V gam = b[j * U + u] * inv_s[u];
-            const V z = (wt[u] - mu_j) * r_j - rl_j;
+            const V z = zb[j * U + u];
             const V gz = gam * z;
-            g[u] += gz * a_j;  // gamma (w - mu) / sigma^2
+            g[u] += gz * a_j;
             s0 += gam;
             s1 += gz;
             s2 += gz * z;

@@ -118,25 +118,18 @@ SOFTSHARE_INLINE Vec<T> keep(IVec<T> mask, Vec<T> v) {
 }
 
 #if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
-// round-to-nearest-even and p * 2^n (n integral) with AVX-512's vrndscale / vscalef.
+// x - round(x) (round to nearest even) with AVX-512DQ's vreduce: one
+// instruction, exact (x - round(x) is representable), and round(x) = x - that,
+// exact too. vrndscale would cost two micro-ops and the subtraction a third.
 // The zero-masking forms with a full mask are the same instructions; they avoid
 // GCC 12's spurious -Wmaybe-uninitialized on the plain forms' undefined pass-through.
-SOFTSHARE_INLINE Vec<float> round_nearest(Vec<float> x) {
-    return reinterpret_cast<Vec<float>>(_mm512_maskz_roundscale_ps(
+SOFTSHARE_INLINE Vec<float> reduce_nearest(Vec<float> x) {
+    return reinterpret_cast<Vec<float>>(_mm512_maskz_reduce_ps(
         0xFFFF, reinterpret_cast<__m512>(x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
-SOFTSHARE_INLINE Vec<double> round_nearest(Vec<double> x) {
-    return reinterpret_cast<Vec<double>>(_mm512_maskz_roundscale_pd(
+SOFTSHARE_INLINE Vec<double> reduce_nearest(Vec<double> x) {
+    return reinterpret_cast<Vec<double>>(_mm512_maskz_reduce_pd(
         0xFF, reinterpret_cast<__m512d>(x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-}
-// One vmaxps (NaN in x gives the bound; the caller's check has flagged NaN input).
-SOFTSHARE_INLINE Vec<float> max_fast(Vec<float> x, Vec<float> lo) {
-    return reinterpret_cast<Vec<float>>(
-        _mm512_maskz_max_ps(0xFFFF, reinterpret_cast<__m512>(x), reinterpret_cast<__m512>(lo)));
-}
-SOFTSHARE_INLINE Vec<double> max_fast(Vec<double> x, Vec<double> lo) {
-    return reinterpret_cast<Vec<double>>(
-        _mm512_maskz_max_pd(0xFF, reinterpret_cast<__m512d>(x), reinterpret_cast<__m512d>(lo)));
 }
 // p * 2^n where x >= low, else 0: one compare into a mask register, and
 // vscalef's zero-masking form. Results below the smallest normal are then 0,
@@ -209,12 +202,11 @@ SOFTSHARE_INLINE void exp2_neg_n(Vec<T> (&x)[U]) {
     Vec<T> f[U], p[U];
     const T low = -T(S::kMaxExponent) + T(1);  // log2 of the smallest normal
 #if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
+    // f = x - round(x) and n = x - f = round(x), both exact; lanes below `low`
+    // (-inf and NaN included: their f and n may be NaN) are zeroed by the mask.
     Vec<T> n[U];
-    // 2^floor_x * P(0) == 0: raising x (-inf included) to floor_x changes no result.
-    const T floor_x = -T(S::kMaxExponent + S::kMantissa + 8);
-    for (int u = 0; u < U; ++u) x[u] = max_fast(x[u], splat(floor_x));
-    for (int u = 0; u < U; ++u) n[u] = round_nearest(x[u]);
-    for (int u = 0; u < U; ++u) f[u] = x[u] - n[u];
+    for (int u = 0; u < U; ++u) f[u] = reduce_nearest(x[u]);
+    for (int u = 0; u < U; ++u) n[u] = x[u] - f[u];
     poly_n<Exp2Poly<T>, T, U>(f, p);
     for (int u = 0; u < U; ++u) x[u] = scale2_normal(p[u], n[u], x[u], low);
 #else
