@@ -211,18 +211,17 @@ SOFTSHARE_INLINE void load_tile(const T* p, std::int64_t cnt, Vec<T> (&wt)[kUnro
     }
 }
 
-// g *= lam, and check += (NaN iff some lane's g is NaN or inf, which a NaN or
+// g *= lam, and bad += (NaN iff some lane's g is NaN or inf, which a NaN or
 // infinite weight always makes it). Unmasked: a padded lane copies a weight
 // of its tile and is not finite only if that weight is not (and valid[]
-// stays out of pass 3's registers).
+// stays out of pass 3's registers). bad holds only zeros and NaNs, so it
+// stays in T for the whole block: NaN iff some g of the block was not finite.
 template <class T>
-SOFTSHARE_INLINE void scale_and_check(Vec<T> (&g)[kUnroll], T lam, double* check) {
-    Vec<T> bad = Vec<T>{};
+SOFTSHARE_INLINE void scale_and_check(Vec<T> (&g)[kUnroll], T lam, Vec<T>& bad) {
     for (int u = 0; u < kUnroll; ++u) {
         g[u] *= lam;
         bad += g[u] - g[u];
     }
-    add_to_f64(check, bad);
 }
 
 template <class T>
@@ -243,6 +242,7 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
 
     alignas(64) double lsum[L] = {};
     alignas(64) double check[L] = {};
+    V not_finite = V{};  // scale_and_check's NaN flag
 
     int tile = 0;
     for (std::int64_t i0 = 0; i0 < n; i0 += TL, ++tile) {
@@ -251,7 +251,7 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
         load_tile<T>(w + i0, cnt, wt, valid);
         tile_pass<T>(comp, 0, m, wt, valid, buf, sub, g, inv_s, big_l);
         add_to_f64(lsum, big_l);
-        scale_and_check<T>(g, lam, check);
+        scale_and_check<T>(g, lam, not_finite);
         if (cnt == TL) {
             for (int u = 0; u < U; ++u) store(grad_w + i0 + u * L, g[u]);
         } else {
@@ -274,6 +274,7 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
             tile = -1;
         }
     }
+    add_to_f64(check, not_finite);
     finish_partial<T, L>(comp, lsum, check, acc, 0, m - 1, nullptr, partial);
 }
 
@@ -385,6 +386,7 @@ bool process_block_grouped(const ComponentsView<T>& comp, const GroupingView<T>&
     }
     alignas(64) double lsum[L] = {};
     alignas(64) double check[L] = {};
+    V not_finite = V{};  // scale_and_check's NaN flag
 
     int tile = 0;
     std::int64_t c0 = k_first, c1 = k_first;  // the cells of the tile's first and last weight
@@ -403,7 +405,7 @@ bool process_block_grouped(const ComponentsView<T>& comp, const GroupingView<T>&
         load_tile<T>(ws + i0, cnt, wt, valid);
         tile_pass<T>(comp, lo, hi + 1, wt, valid, buf, sub, g, inv_s, big_l);
         add_to_f64(lsum, big_l);
-        scale_and_check<T>(g, lam, check);
+        scale_and_check<T>(g, lam, not_finite);
         alignas(64) T gt[TL];
         for (int u = 0; u < U; ++u) store(gt + u * L, g[u]);
         for (std::int64_t t = 0; t < cnt; ++t) grad_w[idx[i0 + t]] = gt[t];
@@ -430,6 +432,7 @@ bool process_block_grouped(const ComponentsView<T>& comp, const GroupingView<T>&
             tile = -1;
         }
     }
+    add_to_f64(check, not_finite);
     finish_partial<T, 1>(comp, lsum, check, acc, block_lo, block_hi, grp.perm, partial);
     return true;
 }
