@@ -31,14 +31,31 @@ namespace softshare {
 namespace kernel {
 namespace SOFTSHARE_ISA_NS {
 
+// Pass 3 works with the responsibilities scaled by 2^kGammaScale<T> (and so
+// grad_w and S0, S1, S2, scaled back once per tile and per block by exact
+// powers of 2): a gamma_ij = e_ij / s_i with e_ij just above the smallest
+// normal (exp2 flushes what is below) and s_i > 1 is subnormal, and so are
+// its products, and on Intel cores every instruction with a subnormal operand
+// or result takes a microcode assist of some hundred cycles: mixtures of
+// narrow components, where many weights have such a far neighbour, ran 1.6x
+// slower. Scaled, the same numbers are normal: the results are those of the
+// unscaled arithmetic, bit for bit (more accurate where it was subnormal). A
+// |grad_w| or sum beyond T's range over the scale (2^96 for float32) makes
+// the block's result infinite, and the driver computes it again in float64.
+template <class T>
+constexpr T kGammaScale = sizeof(T) == 4 ? T(0x1p32) : T(0x1p256);
+template <class T>
+constexpr T kGammaUnscale = sizeof(T) == 4 ? T(0x1p-32) : T(0x1p-256);
+
 // Tiles are kUnroll vectors (types.hpp): each component's terms for the
 // kUnroll vectors are kUnroll independent dependency chains, computed in
 // lockstep, which keep the FP pipes busy while one exp waits on its latency.
 
 // One tile of weights wt (valid: 1 for a weight, 0 for a padded lane) against
-// the components [j0, j1): its g = sum_j gamma_j z_j a_j (grad_w before lam),
-// inv_s = valid / sum_j 2^(l_j - max), big_l = sum of the lanes' L, and its
-// S0, S1, S2 terms added to sub (3 x M vectors: S0, S1, S2 partials, indexed
+// the components [j0, j1), all scaled by kGammaScale: its g = sum_j gamma_j z_j
+// a_j (grad_w before lam and the unscaling), inv_s = valid kGammaScale / sum_j
+// 2^(l_j - max), big_l = sum of the lanes' L (not scaled), and its S0, S1, S2
+// terms added to sub (3 x M vectors: S0, S1, S2 partials, indexed
 // by component). buf (2 x M x kUnroll vectors: scratch_buf_size) keeps, from
 // its start, the log-terms and then the shifted exponentials (the
 // responsibilities read them there), and from M x kUnroll vectors on, each
@@ -99,7 +116,7 @@ SOFTSHARE_INLINE void tile_pass(const ComponentsView<T>& comp, std::int64_t j0, 
     // L = max + log(sum); masked lanes contribute nothing anywhere.
     big_l = V{};
     for (int u = 0; u < U; ++u) {
-        inv_s[u] = valid[u] / s[u];
+        inv_s[u] = valid[u] * kGammaScale<T> / s[u];
         big_l += valid[u] * (mx[u] * T(0.6931471805599453) + log_ge1<T>(s[u]));
     }
 
@@ -160,11 +177,14 @@ SOFTSHARE_INLINE void finish_partial(const ComponentsView<T>& comp, const double
             sums[k] = sum;
         }
     }
-    // From units of z back to w - mu: S1 / r, S2 / r^2 (r as rounded to T).
+    // From units of z back to w - mu: S1 / r, S2 / r^2 (r as rounded to T), and
+    // without tile_pass's scale (exact in float64).
+    const double unscale = static_cast<double>(kGammaUnscale<T>);
     for (std::int64_t j = lo; j <= hi; ++j) {
         const double r_j = static_cast<double>(comp.r[j]);
-        sums[m + j] /= r_j;
-        sums[2 * m + j] /= r_j * r_j;
+        sums[j] *= unscale;
+        sums[m + j] = sums[m + j] / r_j * unscale;
+        sums[2 * m + j] = sums[2 * m + j] / (r_j * r_j) * unscale;
     }
     if (perm != nullptr) {
         for (std::int64_t k = 0; k < 3 * m; ++k) acc[k] = sums[k];
@@ -211,15 +231,16 @@ SOFTSHARE_INLINE void load_tile(const T* p, std::int64_t cnt, Vec<T> (&wt)[kUnro
     }
 }
 
-// g *= lam, and bad += (NaN iff some lane's g is NaN or inf, which a NaN or
-// infinite weight always makes it). Unmasked: a padded lane copies a weight
-// of its tile and is not finite only if that weight is not (and valid[]
-// stays out of pass 3's registers). bad holds only zeros and NaNs, so it
-// stays in T for the whole block: NaN iff some g of the block was not finite.
+// g = g / kGammaScale * lam (the unscaling exact), and bad += (NaN iff some
+// lane's g is NaN or inf, which a NaN or infinite weight always makes it, and
+// so does a g beyond T's range over the scale). Unmasked: a padded lane copies
+// a weight of its tile and is not finite only if that weight is not (and
+// valid[] stays out of pass 3's registers). bad holds only zeros and NaNs, so
+// it stays in T for the whole block: NaN iff some g of the block was not finite.
 template <class T>
 SOFTSHARE_INLINE void scale_and_check(Vec<T> (&g)[kUnroll], T lam, Vec<T>& bad) {
     for (int u = 0; u < kUnroll; ++u) {
-        g[u] *= lam;
+        g[u] = g[u] * kGammaUnscale<T> * lam;
         bad += g[u] - g[u];
     }
 }
@@ -263,7 +284,8 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
             for (std::int64_t t = 0; t < cnt; ++t) {
                 const int u = static_cast<int>(t) / L, lane = static_cast<int>(t) % L;
                 T* row = gamma + (i0 + t) * m;
-                for (std::int64_t j = 0; j < m; ++j) row[j] = buf[j * U + u][lane] * inv_s[u][lane];
+                const T inv = inv_s[u][lane] * kGammaUnscale<T>;  // 1 / s, exactly
+                for (std::int64_t j = 0; j < m; ++j) row[j] = buf[j * U + u][lane] * inv;
             }
         }
         if (tile + 1 == kSubTiles || i0 + TL >= n) {
@@ -416,7 +438,7 @@ bool process_block_grouped(const ComponentsView<T>& comp, const GroupingView<T>&
                 for (std::int64_t j = 0; j < m; ++j) row[j] = T(0);
                 for (std::int64_t j = lo; j <= hi; ++j) {
                     const std::int64_t out = grp.perm == nullptr ? j : grp.perm[j];
-                    row[out] = buf[(j - lo) * U + u][lane] * inv_s[u][lane];
+                    row[out] = buf[(j - lo) * U + u][lane] * (inv_s[u][lane] * kGammaUnscale<T>);
                 }
             }
         }
