@@ -14,7 +14,9 @@ and M in {3, 16, 64} (means in [-0.3, 0.3], sigma 0.05), and for codebooks
 (rows "M codebook": means spread evenly over the weights' range, sigma half
 their spacing) of M in {8, 16, 256}; the dense peers skip problems of more
 than 7e8 weight-component pairs (N x M floats several times over). Writes a Markdown table of times and speed-ups (over
-the fastest peer), the peak memory of one call at N = 1e7, M = 16 (each peer
+the fastest peer), softshare's pairs per cycle per core next to the limit its
+instruction count gives (``_cycles.py``; on AVX-512 machines with objdump and
+a C compiler), the peak memory of one call at N = 1e7, M = 16 (each peer
 in a subprocess of its own), and a log-log plot of time against N.
 
 Usage::
@@ -44,6 +46,7 @@ import softshare
 from softshare import reference
 from softshare.testing import dense_penalty
 
+import _cycles
 from _timing import fmt_ms, machine_line, make_codebook, make_problem, timed
 
 THREADS = 2
@@ -64,6 +67,27 @@ def build_softshare(w: np.ndarray, mix: softshare.Mixture) -> Fn:
         return r.value, r.grad_w, r.grad_mu, r.grad_log_var, r.grad_logit
 
     return run
+
+
+def pairs_per_cycle(
+    w: np.ndarray, mix: softshare.Mixture, budget: float, probe: Any
+) -> float | None:
+    """softshare's weight-component pairs per cycle and core, grad_w into a reused buffer.
+
+    Timed with ``out=`` (the steady state of a training loop: no fresh pages for
+    the OS to zero), the clock measured right before and after.
+    """
+    if probe is None:
+        return None
+    out = np.empty_like(w)
+
+    def run() -> None:
+        softshare.penalty(w, mix, LAM, n_threads=THREADS, out=out)
+
+    ghz = _cycles.clock_ghz(probe, THREADS)
+    seconds = timed(run, budget, hi=100, warmup=2)
+    ghz = 0.5 * (ghz + _cycles.clock_ghz(probe, THREADS))
+    return w.size * mix.n_components / (seconds * ghz * 1e9 * THREADS)
 
 
 def build_numpy(w: np.ndarray, mix: softshare.Mixture) -> Fn:
@@ -274,6 +298,13 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print(f"checked {name} against the float64 reference: ok", flush=True)
 
+    counts = _cycles.instruction_counts(_cycles.core_so())
+    probe = _cycles.build_probe() if counts and softshare.simd_target() == "avx512" else None
+    if probe is None:
+        notes.append(
+            "pairs/cycle/core: not measured (needs the AVX-512 kernel, objdump and a C compiler)"
+        )
+    per_cycle: dict[tuple[int, str], float | None] = {}
     results: dict[tuple[str, int, str], float] = {}
     for n in sizes:
         for label, m, make in cases:
@@ -288,17 +319,22 @@ def main(argv: list[str] | None = None) -> None:
                     f"N={n:.0e} M={label:>12} {name:>14}: {fmt_ms(results[(name, n, label)])} ms",
                     flush=True,
                 )
+            if "softshare" in peers:
+                per_cycle[(n, label)] = pairs_per_cycle(w, mix, args.budget, probe)
 
     lines = [
         f"Machine: {machine_line()}",
         "",
         (
             f"Median time per call in ms (value + all gradients, float32 weights, {THREADS} threads); "
-            "speed-up = fastest other peer / softshare."
+            "speed-up = fastest other peer / softshare. pairs/cycle/core: softshare's N x M "
+            "per cycle and core with grad_w in a reused buffer (out=), the clock measured "
+            "under vector load around the timing; limit: what the kernel's vector-pipe "
+            "micro-ops allow at that M (benchmarks/_cycles.py)."
         ),
         "",
-        "| N | M | " + " | ".join(peers) + " | speed-up |",
-        "|---:|---:|" + "---:|" * (len(peers) + 1),
+        "| N | M | " + " | ".join(peers) + " | speed-up | pairs/cycle/core | limit |",
+        "|---:|---:|" + "---:|" * (len(peers) + 3),
     ]
     others = [p for p in peers if p != "softshare"]
     for n in sizes:
@@ -310,7 +346,16 @@ def main(argv: list[str] | None = None) -> None:
             ran = [results[(p, n, label)] for p in others if (p, n, label) in results]
             if "softshare" in peers and ran:
                 ratio = f"{min(ran) / results[('softshare', n, label)]:.1f}x"
-            lines.append(f"| {n:.0e} | {label} | " + " | ".join(cells) + f" | {ratio} |")
+            rate, m = per_cycle.get((n, label)), int(label.split()[0])
+            pcc = "-" if rate is None else f"{rate:.2f}"
+            lim = (
+                "-"
+                if rate is None or counts is None
+                else f"{counts.limit(m):.2f} ({rate / counts.limit(m):.0%})"
+            )
+            lines.append(
+                f"| {n:.0e} | {label} | " + " | ".join(cells) + f" | {ratio} | {pcc} | {lim} |"
+            )
 
     if not args.quick and 10_000_000 in sizes:
         lines += ["", "Peak memory of one call beyond the inputs, N = 1e7, M = 16 (MiB):", ""]

@@ -206,7 +206,8 @@ def test_a_billion_threads_start_no_more_than_the_cores() -> None:
 @pytest.mark.skipif(not LINUX or ASAN, reason="reads /proc/self/status; not under ASan")
 def test_scratch_is_only_what_the_dtype_needs() -> None:
     # float32 weights, M = 1e5: scratch for float32 only, sized for the SIMD
-    # path in use (at most 832 bytes per component and thread, AVX-512); it
+    # path in use (at most 1,088 bytes per component and thread, AVX-512: a
+    # tile's log-terms and its z, S0/S1/S2 partials, float64 accumulators); it
     # was 6.2 KB per component for both precisions.
     out = _run(
         """
@@ -224,7 +225,7 @@ def test_scratch_is_only_what_the_dtype_needs() -> None:
         print((hwm() - before) / m)
         """
     )
-    assert float(out) < 1000.0, f"{float(out):.0f} bytes per component"
+    assert float(out) < 1200.0, f"{float(out):.0f} bytes per component"
 
 
 def _address_space_limit_works() -> bool:

@@ -31,16 +31,35 @@ namespace softshare {
 namespace kernel {
 namespace SOFTSHARE_ISA_NS {
 
+// Pass 3 works with the responsibilities scaled by 2^kGammaScale<T> (and so
+// grad_w and S0, S1, S2, scaled back once per tile and per block by exact
+// powers of 2): a gamma_ij = e_ij / s_i with e_ij just above the smallest
+// normal (exp2 flushes what is below) and s_i > 1 is subnormal, and so are
+// its products, and on Intel cores every instruction with a subnormal operand
+// or result takes a microcode assist of some hundred cycles: mixtures of
+// narrow components, where many weights have such a far neighbour, ran 1.6x
+// slower. Scaled, the same numbers are normal: the results are those of the
+// unscaled arithmetic, bit for bit (more accurate where it was subnormal). A
+// |grad_w| or sum beyond T's range over the scale (2^96 for float32) makes
+// the block's result infinite, and the driver computes it again in float64.
+template <class T>
+constexpr T kGammaScale = sizeof(T) == 4 ? T(0x1p32) : T(0x1p256);
+template <class T>
+constexpr T kGammaUnscale = sizeof(T) == 4 ? T(0x1p-32) : T(0x1p-256);
+
 // Tiles are kUnroll vectors (types.hpp): each component's terms for the
 // kUnroll vectors are kUnroll independent dependency chains, computed in
 // lockstep, which keep the FP pipes busy while one exp waits on its latency.
 
 // One tile of weights wt (valid: 1 for a weight, 0 for a padded lane) against
-// the components [j0, j1): its g = sum_j gamma_j z_j a_j (grad_w before lam),
-// inv_s = valid / sum_j 2^(l_j - max), big_l = sum of the lanes' L, and its
-// S0, S1, S2 terms added to sub (3 x M vectors: S0, S1, S2 partials, indexed
-// by component). buf (at least (j1 - j0) x kUnroll vectors) keeps the
-// shifted exponentials for the responsibilities.
+// the components [j0, j1), all scaled by kGammaScale: its g = sum_j gamma_j z_j
+// a_j (grad_w before lam and the unscaling), inv_s = valid kGammaScale / sum_j
+// 2^(l_j - max), big_l = sum of the lanes' L (not scaled), and its S0, S1, S2
+// terms added to sub (3 x M vectors: S0, S1, S2 partials, indexed
+// by component). buf (2 x M x kUnroll vectors: scratch_buf_size) keeps, from
+// its start, the log-terms and then the shifted exponentials (the
+// responsibilities read them there), and from M x kUnroll vectors on, each
+// component's z, so that pass 3 loads z instead of computing it again.
 //
 // Per weight, the result depends only on the weight and on [j0, j1): a
 // component left out whose 2^(l_j - max) is exactly 0 (grouping.hpp) changes
@@ -62,7 +81,8 @@ SOFTSHARE_INLINE void tile_pass(const ComponentsView<T>& comp, std::int64_t j0, 
     V* sub0 = sub;
     V* sub1 = sub + m;
     V* sub2 = sub + 2 * m;
-    V* b = buf - j0 * U;  // b[j * U + u]: component j's vector u
+    V* b = buf - j0 * U;     // b[j * U + u]: component j's vector u
+    V* zb = b + comp.m * U;  // zb[j * U + u]: its z
 
     // Pass 1: log-terms in base 2, l = c - z^2 with z = (w - mu) r, and their
     // maximum. r_lo restores what rounding mu to T lost: where w is near mu,
@@ -74,6 +94,7 @@ SOFTSHARE_INLINE void tile_pass(const ComponentsView<T>& comp, std::int64_t j0, 
         for (int u = 0; u < U; ++u) {
             const V z = (wt[u] - mu_j) * r_j - rl_j;
             const V l = c_j - z * z;
+            zb[j * U + u] = z;
             b[j * U + u] = l;
             mx[u] = vmax<T>(mx[u], l);
         }
@@ -95,22 +116,27 @@ SOFTSHARE_INLINE void tile_pass(const ComponentsView<T>& comp, std::int64_t j0, 
     // L = max + log(sum); masked lanes contribute nothing anywhere.
     big_l = V{};
     for (int u = 0; u < U; ++u) {
-        inv_s[u] = valid[u] / s[u];
+        inv_s[u] = valid[u] * kGammaScale<T> / s[u];
         big_l += valid[u] * (mx[u] * T(0.6931471805599453) + log_ge1<T>(s[u]));
     }
 
     // Pass 3: responsibilities, grad_w and the component sums in units of z
     // (w - mu = z / r: S1 and S2 are rescaled once per block), the U vectors
-    // of each component summed before they meet the accumulators.
+    // of each component summed before they meet the accumulators (the first
+    // vector starts the sums: 0 + x would cost an addition).
     for (int u = 0; u < U; ++u) g[u] = V{};
     for (std::int64_t j = j0; j < j1; ++j) {
-        const T a_j = a[j], mu_j = mu[j], r_j = r[j], rl_j = r_lo[j];
-        V s0 = V{}, s1 = V{}, s2 = V{};
-        for (int u = 0; u < U; ++u) {
+        const T a_j = a[j];
+        const V gam0 = b[j * U] * inv_s[0];
+        const V z0 = zb[j * U];
+        const V gz0 = gam0 * z0;
+        g[0] += gz0 * a_j;  // gamma (w - mu) / sigma^2
+        V s0 = gam0, s1 = gz0, s2 = gz0 * z0;
+        for (int u = 1; u < U; ++u) {
             const V gam = b[j * U + u] * inv_s[u];
-            const V z = (wt[u] - mu_j) * r_j - rl_j;
+            const V z = zb[j * U + u];
             const V gz = gam * z;
-            g[u] += gz * a_j;  // gamma (w - mu) / sigma^2
+            g[u] += gz * a_j;
             s0 += gam;
             s1 += gz;
             s2 += gz * z;
@@ -151,11 +177,14 @@ SOFTSHARE_INLINE void finish_partial(const ComponentsView<T>& comp, const double
             sums[k] = sum;
         }
     }
-    // From units of z back to w - mu: S1 / r, S2 / r^2 (r as rounded to T).
+    // From units of z back to w - mu: S1 / r, S2 / r^2 (r as rounded to T), and
+    // without tile_pass's scale (exact in float64).
+    const double unscale = static_cast<double>(kGammaUnscale<T>);
     for (std::int64_t j = lo; j <= hi; ++j) {
         const double r_j = static_cast<double>(comp.r[j]);
-        sums[m + j] /= r_j;
-        sums[2 * m + j] /= r_j * r_j;
+        sums[j] *= unscale;
+        sums[m + j] = sums[m + j] / r_j * unscale;
+        sums[2 * m + j] = sums[2 * m + j] / (r_j * r_j) * unscale;
     }
     if (perm != nullptr) {
         for (std::int64_t k = 0; k < 3 * m; ++k) acc[k] = sums[k];
@@ -202,18 +231,18 @@ SOFTSHARE_INLINE void load_tile(const T* p, std::int64_t cnt, Vec<T> (&wt)[kUnro
     }
 }
 
-// g *= lam, and check += (NaN iff some lane's g is NaN or inf, which a NaN or
-// infinite weight always makes it). Unmasked: a padded lane copies a weight
-// of its tile and is not finite only if that weight is not (and valid[]
-// stays out of pass 3's registers).
+// g = g / kGammaScale * lam (the unscaling exact), and bad += (NaN iff some
+// lane's g is NaN or inf, which a NaN or infinite weight always makes it, and
+// so does a g beyond T's range over the scale). Unmasked: a padded lane copies
+// a weight of its tile and is not finite only if that weight is not (and
+// valid[] stays out of pass 3's registers). bad holds only zeros and NaNs, so
+// it stays in T for the whole block: NaN iff some g of the block was not finite.
 template <class T>
-SOFTSHARE_INLINE void scale_and_check(Vec<T> (&g)[kUnroll], T lam, double* check) {
-    Vec<T> bad = Vec<T>{};
+SOFTSHARE_INLINE void scale_and_check(Vec<T> (&g)[kUnroll], T lam, Vec<T>& bad) {
     for (int u = 0; u < kUnroll; ++u) {
-        g[u] *= lam;
+        g[u] = g[u] * kGammaUnscale<T> * lam;
         bad += g[u] - g[u];
     }
-    add_to_f64(check, bad);
 }
 
 template <class T>
@@ -234,6 +263,7 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
 
     alignas(64) double lsum[L] = {};
     alignas(64) double check[L] = {};
+    V not_finite = V{};  // scale_and_check's NaN flag
 
     int tile = 0;
     for (std::int64_t i0 = 0; i0 < n; i0 += TL, ++tile) {
@@ -242,7 +272,7 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
         load_tile<T>(w + i0, cnt, wt, valid);
         tile_pass<T>(comp, 0, m, wt, valid, buf, sub, g, inv_s, big_l);
         add_to_f64(lsum, big_l);
-        scale_and_check<T>(g, lam, check);
+        scale_and_check<T>(g, lam, not_finite);
         if (cnt == TL) {
             for (int u = 0; u < U; ++u) store(grad_w + i0 + u * L, g[u]);
         } else {
@@ -254,7 +284,8 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
             for (std::int64_t t = 0; t < cnt; ++t) {
                 const int u = static_cast<int>(t) / L, lane = static_cast<int>(t) % L;
                 T* row = gamma + (i0 + t) * m;
-                for (std::int64_t j = 0; j < m; ++j) row[j] = buf[j * U + u][lane] * inv_s[u][lane];
+                const T inv = inv_s[u][lane] * kGammaUnscale<T>;  // 1 / s, exactly
+                for (std::int64_t j = 0; j < m; ++j) row[j] = buf[j * U + u][lane] * inv;
             }
         }
         if (tile + 1 == kSubTiles || i0 + TL >= n) {
@@ -265,6 +296,7 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
             tile = -1;
         }
     }
+    add_to_f64(check, not_finite);
     finish_partial<T, L>(comp, lsum, check, acc, 0, m - 1, nullptr, partial);
 }
 
@@ -376,6 +408,7 @@ bool process_block_grouped(const ComponentsView<T>& comp, const GroupingView<T>&
     }
     alignas(64) double lsum[L] = {};
     alignas(64) double check[L] = {};
+    V not_finite = V{};  // scale_and_check's NaN flag
 
     int tile = 0;
     std::int64_t c0 = k_first, c1 = k_first;  // the cells of the tile's first and last weight
@@ -394,7 +427,7 @@ bool process_block_grouped(const ComponentsView<T>& comp, const GroupingView<T>&
         load_tile<T>(ws + i0, cnt, wt, valid);
         tile_pass<T>(comp, lo, hi + 1, wt, valid, buf, sub, g, inv_s, big_l);
         add_to_f64(lsum, big_l);
-        scale_and_check<T>(g, lam, check);
+        scale_and_check<T>(g, lam, not_finite);
         alignas(64) T gt[TL];
         for (int u = 0; u < U; ++u) store(gt + u * L, g[u]);
         for (std::int64_t t = 0; t < cnt; ++t) grad_w[idx[i0 + t]] = gt[t];
@@ -405,7 +438,7 @@ bool process_block_grouped(const ComponentsView<T>& comp, const GroupingView<T>&
                 for (std::int64_t j = 0; j < m; ++j) row[j] = T(0);
                 for (std::int64_t j = lo; j <= hi; ++j) {
                     const std::int64_t out = grp.perm == nullptr ? j : grp.perm[j];
-                    row[out] = buf[(j - lo) * U + u][lane] * inv_s[u][lane];
+                    row[out] = buf[(j - lo) * U + u][lane] * (inv_s[u][lane] * kGammaUnscale<T>);
                 }
             }
         }
@@ -421,6 +454,7 @@ bool process_block_grouped(const ComponentsView<T>& comp, const GroupingView<T>&
             tile = -1;
         }
     }
+    add_to_f64(check, not_finite);
     finish_partial<T, 1>(comp, lsum, check, acc, block_lo, block_hi, grp.perm, partial);
     return true;
 }

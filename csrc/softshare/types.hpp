@@ -68,7 +68,8 @@ struct GroupingView {
 };
 
 // Per-thread scratch of one block, owned by the caller; with L the lanes of one
-// vector of T (KernelTable::lanes_f32 / lanes_f64): buf M x kUnroll x L (T),
+// vector of T (KernelTable::lanes_f32 / lanes_f64): buf 2 x M x kUnroll x L (T: a
+// tile's log-terms, then exponentials, and its z),
 // sub 3 x M x L (T), acc 3 x M x L (float64). The grouped kernel also sorts the
 // block: ws kBlockSize + kMaxTileLanes weights, idx and cell kBlockSize
 // positions, count one per cell (null when the call groups nothing).
@@ -84,7 +85,9 @@ struct Scratch {
 };
 
 // Elements of each scratch buffer for M components and vectors of `lanes` lanes.
-constexpr std::int64_t scratch_buf_size(std::int64_t m, int lanes) { return m * kUnroll * lanes; }
+constexpr std::int64_t scratch_buf_size(std::int64_t m, int lanes) {
+    return 2 * m * kUnroll * lanes;
+}
 constexpr std::int64_t scratch_sub_size(std::int64_t m, int lanes) { return 3 * m * lanes; }
 constexpr std::int64_t scratch_acc_size(std::int64_t m, int lanes) { return 3 * m * lanes; }
 

@@ -19,9 +19,10 @@
 //             reaches the arithmetic downstream (on Intel cores each
 //             instruction with a subnormal operand costs ~100 cycles).
 //   log_ge1 : argument x >= 1 and finite (the log-sum-exp of terms whose
-//             largest is exp(0) = 1). Series of atanh on |f| <= 0.1716:
-//             float <= 3 ulp, double <= 3 ulp (worst just above sqrt(2), where
-//             e ln 2 and log(m) < 0 partly cancel).
+//             largest is exp(0) = 1). x = 2^e m, m from the bits (AVX-512:
+//             vgetmant / vgetexp, m in [0.75, 1.5)), then a series of atanh on
+//             |f| <= 0.1716 (0.2): float <= 3 ulp, double <= 3 ulp (worst just
+//             above sqrt(2) (1.5), where e ln 2 and log(m) < 0 partly cancel).
 #pragma once
 
 #include <cstdint>
@@ -118,25 +119,18 @@ SOFTSHARE_INLINE Vec<T> keep(IVec<T> mask, Vec<T> v) {
 }
 
 #if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
-// round-to-nearest-even and p * 2^n (n integral) with AVX-512's vrndscale / vscalef.
+// x - round(x) (round to nearest even) with AVX-512DQ's vreduce: one
+// instruction, exact (x - round(x) is representable), and round(x) = x - that,
+// exact too. vrndscale would cost two micro-ops and the subtraction a third.
 // The zero-masking forms with a full mask are the same instructions; they avoid
 // GCC 12's spurious -Wmaybe-uninitialized on the plain forms' undefined pass-through.
-SOFTSHARE_INLINE Vec<float> round_nearest(Vec<float> x) {
-    return reinterpret_cast<Vec<float>>(_mm512_maskz_roundscale_ps(
+SOFTSHARE_INLINE Vec<float> reduce_nearest(Vec<float> x) {
+    return reinterpret_cast<Vec<float>>(_mm512_maskz_reduce_ps(
         0xFFFF, reinterpret_cast<__m512>(x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
-SOFTSHARE_INLINE Vec<double> round_nearest(Vec<double> x) {
-    return reinterpret_cast<Vec<double>>(_mm512_maskz_roundscale_pd(
+SOFTSHARE_INLINE Vec<double> reduce_nearest(Vec<double> x) {
+    return reinterpret_cast<Vec<double>>(_mm512_maskz_reduce_pd(
         0xFF, reinterpret_cast<__m512d>(x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-}
-// One vmaxps (NaN in x gives the bound; the caller's check has flagged NaN input).
-SOFTSHARE_INLINE Vec<float> max_fast(Vec<float> x, Vec<float> lo) {
-    return reinterpret_cast<Vec<float>>(
-        _mm512_maskz_max_ps(0xFFFF, reinterpret_cast<__m512>(x), reinterpret_cast<__m512>(lo)));
-}
-SOFTSHARE_INLINE Vec<double> max_fast(Vec<double> x, Vec<double> lo) {
-    return reinterpret_cast<Vec<double>>(
-        _mm512_maskz_max_pd(0xFF, reinterpret_cast<__m512d>(x), reinterpret_cast<__m512d>(lo)));
 }
 // p * 2^n where x >= low, else 0: one compare into a mask register, and
 // vscalef's zero-masking form. Results below the smallest normal are then 0,
@@ -154,6 +148,23 @@ SOFTSHARE_INLINE Vec<double> scale2_normal(Vec<double> p, Vec<double> n, Vec<dou
                                                _mm512_set1_pd(low), _CMP_GE_OQ);
     return reinterpret_cast<Vec<double>>(
         _mm512_maskz_scalef_pd(normal, reinterpret_cast<__m512d>(p), reinterpret_cast<__m512d>(n)));
+}
+// x = m 2^e with m in [0.75, 1.5) (x finite, > 0): vgetmant's interval, and
+// e = getexp(x) - getexp(m), getexp(m) being -1 or 0. Four micro-ops for
+// what the bit manipulation of the portable paths takes eight.
+SOFTSHARE_INLINE void split_mantissa(Vec<float> x, Vec<float>& m, Vec<float>& e) {
+    const __m512 xv = reinterpret_cast<__m512>(x);
+    const __m512 mv = _mm512_maskz_getmant_ps(0xFFFF, xv, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_src);
+    m = reinterpret_cast<Vec<float>>(mv);
+    e = reinterpret_cast<Vec<float>>(_mm512_maskz_getexp_ps(0xFFFF, xv)) -
+        reinterpret_cast<Vec<float>>(_mm512_maskz_getexp_ps(0xFFFF, mv));
+}
+SOFTSHARE_INLINE void split_mantissa(Vec<double> x, Vec<double>& m, Vec<double>& e) {
+    const __m512d xv = reinterpret_cast<__m512d>(x);
+    const __m512d mv = _mm512_maskz_getmant_pd(0xFF, xv, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_src);
+    m = reinterpret_cast<Vec<double>>(mv);
+    e = reinterpret_cast<Vec<double>>(_mm512_maskz_getexp_pd(0xFF, xv)) -
+        reinterpret_cast<Vec<double>>(_mm512_maskz_getexp_pd(0xFF, mv));
 }
 #endif
 
@@ -209,12 +220,11 @@ SOFTSHARE_INLINE void exp2_neg_n(Vec<T> (&x)[U]) {
     Vec<T> f[U], p[U];
     const T low = -T(S::kMaxExponent) + T(1);  // log2 of the smallest normal
 #if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
+    // f = x - round(x) and n = x - f = round(x), both exact; lanes below `low`
+    // (-inf and NaN included: their f and n may be NaN) are zeroed by the mask.
     Vec<T> n[U];
-    // 2^floor_x * P(0) == 0: raising x (-inf included) to floor_x changes no result.
-    const T floor_x = -T(S::kMaxExponent + S::kMantissa + 8);
-    for (int u = 0; u < U; ++u) x[u] = max_fast(x[u], splat(floor_x));
-    for (int u = 0; u < U; ++u) n[u] = round_nearest(x[u]);
-    for (int u = 0; u < U; ++u) f[u] = x[u] - n[u];
+    for (int u = 0; u < U; ++u) f[u] = reduce_nearest(x[u]);
+    for (int u = 0; u < U; ++u) n[u] = x[u] - f[u];
     poly_n<Exp2Poly<T>, T, U>(f, p);
     for (int u = 0; u < U; ++u) x[u] = scale2_normal(p[u], n[u], x[u], low);
 #else
@@ -240,7 +250,9 @@ SOFTSHARE_INLINE Vec<T> exp2_neg(Vec<T> x) {
     return xs[0];
 }
 
-// log(m) for m in [sqrt(1/2), sqrt(2)) via 2 atanh((m - 1) / (m + 1)).
+// log(m) for m in [sqrt(1/2), sqrt(2)) (AVX-512: [0.75, 1.5)) via
+// 2 atanh((m - 1) / (m + 1)): |f| <= 0.1716 (0.2), the series' first
+// omitted term below 1e-9 (float) and 1e-18 (double) of the result.
 SOFTSHARE_INLINE Vec<float> log_mantissa(Vec<float> m) {
     const Vec<float> f = (m - 1.0f) / (m + 1.0f);
     const Vec<float> f2 = f * f;
@@ -274,6 +286,11 @@ SOFTSHARE_INLINE Vec<double> log_mantissa(Vec<double> m) {
 // log(x) for finite x >= 1.
 template <class T>
 SOFTSHARE_INLINE Vec<T> log_ge1(Vec<T> x) {
+#if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
+    Vec<T> m, e;
+    split_mantissa(x, m, e);
+    return e * T(0.6931471805599453) + log_mantissa(m);
+#else
     using S = Simd<T>;
     using I = IVec<T>;
     using Int = typename S::Int;
@@ -290,6 +307,7 @@ SOFTSHARE_INLINE Vec<T> log_ge1(Vec<T> x) {
     const T magic = T(1.5) * T(Int(1) << S::kMantissa);
     const Vec<T> e_t = reinterpret_cast<Vec<T>>(e + reinterpret_cast<I>(splat(magic))) - magic;
     return e_t * T(0.6931471805599453) + log_mantissa(m);
+#endif
 }
 
 }  // namespace
