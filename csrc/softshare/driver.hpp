@@ -515,7 +515,7 @@ inline int pass_threads(int n_threads, std::int64_t n_blocks, std::int64_t n_tot
 // numbers (|log_var| beyond about 708) raises std::domain_error.
 //
 // Memory: the scratch of the precisions the segments use, per thread, sized
-// for the instruction set in use (about M x 832 bytes per thread for float32 on
+// for the instruction set in use (about M x 1,088 bytes per thread for float32 on
 // AVX-512, and some 50 KB more for the grouped kernel's sort); a pass on one
 // thread uses, and keeps, its thread's cached scratch (one_thread_scratch). An
 // allocation failure is a std::bad_alloc from this function: nothing may throw
