@@ -280,6 +280,25 @@ def test_gradient_term_overflow_with_small_lam(dtype: type) -> None:
 
 @pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [5, 5000])
+def test_gradients_beyond_the_kernels_scale(dtype: type, n: int) -> None:
+    # The kernel's pass 3 works with gamma scaled by 2^32 (float32) / 2^256
+    # (float64): a grad_w beyond 2^96 (2^768) is infinite there, and the block
+    # is computed again in float64 (or by the scalar path): finite, as in the
+    # reference. float32: sigma 1e-29, weights up to 13 sigma from the mean;
+    # float64: sigma e^-350, weights up to 1.3e81 sigma away.
+    f32 = dtype == np.float32
+    mix = softshare.Mixture([0.0], [2 * math.log(1e-29) if f32 else -700.0], [0.0])
+    sigma = float(mix.sigma[0])
+    w = (np.linspace(-3.0, 13.0, n) * (sigma if f32 else 1e80 * sigma)).astype(dtype)
+    native, ref = _both(w, mix)
+    assert np.max(np.abs(ref.grad_w)) > (2.0**96 if f32 else 2.0**768)
+    assert np.all(np.isfinite(native.grad_w))
+    assert_agrees(native, ref, w, mix, 1.0)
+
+
+@pytest.mark.usefixtures("simd")
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_gradients_beyond_the_dtype_are_inf_like_the_reference(dtype: type) -> None:
     # The true gradient is beyond the dtype's range: +-inf, as in the reference.
     mix = softshare.Mixture([0.0], [-600.0 if dtype == np.float64 else -176.0], [0.0])
