@@ -58,18 +58,19 @@ constexpr T kGammaUnscale = sizeof(T) == 4 ? T(0x1p-32) : T(0x1p-256);
 // terms added to sub (3 x M vectors: S0, S1, S2 partials, indexed
 // by component). buf (2 x M x kUnroll vectors: scratch_buf_size) keeps, from
 // its start, the log-terms and then the shifted exponentials (the
-// responsibilities read them there), and from M x kUnroll vectors on, each
-// component's z, so that pass 3 loads z instead of computing it again.
+// responsibilities read them there), and with kKeepZ, from M x kUnroll
+// vectors on, each component's z, so that pass 3 loads z instead of computing
+// it again (the same expression: the same bits either way).
 //
 // Per weight, the result depends only on the weight and on [j0, j1): a
 // component left out whose 2^(l_j - max) is exactly 0 (grouping.hpp) changes
 // nothing, since the max is another component's, and adding an exact 0 to s
 // or g is the identity.
-template <class T>
-SOFTSHARE_INLINE void tile_pass(const ComponentsView<T>& comp, std::int64_t j0, std::int64_t j1,
-                                const Vec<T> (&wt)[kUnroll], const Vec<T> (&valid)[kUnroll],
-                                Vec<T>* buf, Vec<T>* sub, Vec<T> (&g)[kUnroll],
-                                Vec<T> (&inv_s)[kUnroll], Vec<T>& big_l) {
+template <class T, bool kKeepZ>
+SOFTSHARE_INLINE void tile_pass_z(const ComponentsView<T>& comp, std::int64_t j0, std::int64_t j1,
+                                  const Vec<T> (&wt)[kUnroll], const Vec<T> (&valid)[kUnroll],
+                                  Vec<T>* buf, Vec<T>* sub, Vec<T> (&g)[kUnroll],
+                                  Vec<T> (&inv_s)[kUnroll], Vec<T>& big_l) {
     using V = Vec<T>;
     constexpr int U = kUnroll;
     const std::int64_t m = comp.m;
@@ -94,7 +95,7 @@ SOFTSHARE_INLINE void tile_pass(const ComponentsView<T>& comp, std::int64_t j0, 
         for (int u = 0; u < U; ++u) {
             const V z = (wt[u] - mu_j) * r_j - rl_j;
             const V l = c_j - z * z;
-            zb[j * U + u] = z;
+            if constexpr (kKeepZ) zb[j * U + u] = z;
             b[j * U + u] = l;
             mx[u] = vmax<T>(mx[u], l);
         }
@@ -126,15 +127,19 @@ SOFTSHARE_INLINE void tile_pass(const ComponentsView<T>& comp, std::int64_t j0, 
     // vector starts the sums: 0 + x would cost an addition).
     for (int u = 0; u < U; ++u) g[u] = V{};
     for (std::int64_t j = j0; j < j1; ++j) {
-        const T a_j = a[j];
+        const T a_j = a[j], mu_j = mu[j], r_j = r[j], rl_j = r_lo[j];
+        const auto z_of = [&](int u) {
+            if constexpr (kKeepZ) return zb[j * U + u];
+            return V((wt[u] - mu_j) * r_j - rl_j);
+        };
         const V gam0 = b[j * U] * inv_s[0];
-        const V z0 = zb[j * U];
+        const V z0 = z_of(0);
         const V gz0 = gam0 * z0;
         g[0] += gz0 * a_j;  // gamma (w - mu) / sigma^2
         V s0 = gam0, s1 = gz0, s2 = gz0 * z0;
         for (int u = 1; u < U; ++u) {
             const V gam = b[j * U + u] * inv_s[u];
-            const V z = zb[j * U + u];
+            const V z = z_of(u);
             const V gz = gam * z;
             g[u] += gz * a_j;
             s0 += gam;
@@ -144,6 +149,24 @@ SOFTSHARE_INLINE void tile_pass(const ComponentsView<T>& comp, std::int64_t j0, 
         sub0[j] += s0;
         sub1[j] += s1;
         sub2[j] += s2;
+    }
+}
+
+// Up to kKeepZMax components a tile keeps its z for pass 3 (two vector
+// operations fewer per pair); beyond, its log-terms and z together leave L1
+// (M = 256: 128 KB for float32 on AVX-512, 19 % slower than computing z
+// again), and pass 3 computes z again.
+constexpr std::int64_t kKeepZMax = 64;
+
+template <class T>
+SOFTSHARE_INLINE void tile_pass(const ComponentsView<T>& comp, std::int64_t j0, std::int64_t j1,
+                                const Vec<T> (&wt)[kUnroll], const Vec<T> (&valid)[kUnroll],
+                                Vec<T>* buf, Vec<T>* sub, Vec<T> (&g)[kUnroll],
+                                Vec<T> (&inv_s)[kUnroll], Vec<T>& big_l) {
+    if (j1 - j0 <= kKeepZMax) {
+        tile_pass_z<T, true>(comp, j0, j1, wt, valid, buf, sub, g, inv_s, big_l);
+    } else {
+        tile_pass_z<T, false>(comp, j0, j1, wt, valid, buf, sub, g, inv_s, big_l);
     }
 }
 
