@@ -50,6 +50,9 @@ def dense_penalty(weights: Any, mu: Any, log_var: Any, logit: Any, lam: float = 
     """
     kind = _framework(mu)
     lse: Any
+    w: Any  # a torch tensor, JAX array or NumPy array, as are log_pi and inv_var
+    log_pi: Any
+    inv_var: Any
     items = list(weights) if isinstance(weights, (list, tuple)) else [weights]
     if kind == "torch":
         import torch
