@@ -45,7 +45,9 @@ sk::DType dtype_of(const py::array& a, std::size_t index) {
                          py::str(a.dtype()).cast<std::string>());
 }
 
-std::int64_t mixture_size(const Params& mu, const Params& log_var, const Params& logit) {
+// The mixture's length M, with its shape checks (penalty's float64-converted
+// arrays, penalty_array's checked ones).
+std::int64_t mixture_size(const py::array& mu, const py::array& log_var, const py::array& logit) {
     if (mu.ndim() != 1 || log_var.ndim() != 1 || logit.ndim() != 1) {
         throw std::invalid_argument("mu, log_var and logit must be 1-D");
     }
@@ -279,11 +281,7 @@ py::object penalty_array(const py::handle& w_in, const py::array& mu, const py::
             throw std::invalid_argument("mu, log_var and logit must be 1-D contiguous float64");
         }
     }
-    const std::int64_t m = mu.shape(0);
-    if (m < 1) throw std::invalid_argument("the mixture needs at least one component (M >= 1)");
-    if (log_var.shape(0) != m || logit.shape(0) != m) {
-        throw std::invalid_argument("mu, log_var and logit must have the same length");
-    }
+    const std::int64_t m = mixture_size(mu, log_var, logit);
     const sk::MixtureF64 mix(static_cast<const double*>(mu.data()),
                              static_cast<const double*>(log_var.data()),
                              static_cast<const double*>(logit.data()), m);

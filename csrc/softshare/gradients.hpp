@@ -14,7 +14,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <vector>
 
 namespace softshare {
 namespace kernel {
@@ -48,21 +47,6 @@ inline void mixture_gradients(const double* log_var, const double* logit, std::i
         grad_logit[j] = lam * (nd * pi - s0[j]);
         grad_sigma[j] = lam * ((s0[j] - s2[j] / var) / std::exp(0.5 * log_var[j]));
     }
-}
-
-// The same as one (4, M) row-major vector, computing top and log_sum here.
-inline std::vector<double> mixture_gradients(const double* log_var, const double* logit,
-                                             std::int64_t m, const std::vector<double>& stats,
-                                             std::int64_t n, double lam) {
-    double top = logit[0];
-    for (std::int64_t j = 1; j < m; ++j) top = logit[j] > top ? logit[j] : top;
-    double sum = 0.0;
-    for (std::int64_t j = 0; j < m; ++j) sum += std::exp(logit[j] - top);
-    std::vector<double> out(static_cast<std::size_t>(4 * m));
-    double* p = out.data();
-    mixture_gradients(log_var, logit, m, top, std::log(sum), stats.data(), n, lam, p, p + m,
-                      p + 2 * m, p + 3 * m);
-    return out;
 }
 
 }  // namespace kernel
