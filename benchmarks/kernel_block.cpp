@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "softshare/block-inl.hpp"
+#include "softshare/driver.hpp"
 
 extern "C" double softshare_clock_ghz(int threads, int wide);
 
@@ -42,22 +43,21 @@ int main(int argc, char** argv) {
     std::normal_distribution<double> normal(0.0, 0.1);
     std::vector<float> w(static_cast<std::size_t>(n * nb)), g(w.size());
     for (float& x : w) x = static_cast<float>(normal(rng));
-    // The constants as driver.hpp's Components<float> computes them.
-    std::vector<float> mu(m), r(m), r_lo(m), c(m), a(m);
-    const double log2e = 1.4426950408889634;
+    // The mixture, and its constants as the package computes them (driver.hpp:
+    // a baseline-only header in the package, where kernels of several
+    // instruction sets share one binary; this program is all AVX-512).
+    std::vector<double> mu(m), log_var(m), logit(m, 0.0);
     for (int j = 0; j < m; ++j) {
         const double lo = narrow ? -0.45 : -0.3, hi = -lo;
-        const double mu_j = lo + (hi - lo) * j / (m - 1);
         const double sigma = narrow ? 0.5 * (hi - lo) / (m - 1) : 0.05;
-        mu[j] = static_cast<float>(mu_j);
-        r[j] = static_cast<float>(std::sqrt(0.5 * log2e) / sigma);
-        r_lo[j] = static_cast<float>((mu_j - mu[j]) * r[j]);
-        c[j] = static_cast<float>(log2e * (std::log(1.0 / m) - 0.9189385332046728 - std::log(sigma)));
-        a[j] = static_cast<float>(1.0 / (sigma * sigma) / r[j]);
+        mu[j] = lo + (hi - lo) * j / (m - 1);
+        log_var[j] = 2.0 * std::log(sigma);
     }
-    const sk::ComponentsView<float> comp{mu.data(), r.data(), r_lo.data(), c.data(), a.data(), m};
+    const sk::Components<float> constants(mu.data(), log_var.data(), logit.data(), m);
+    const sk::ComponentsView<float> comp = constants.view();
     const int lanes = 16;
-    std::vector<float> buf(sk::scratch_buf_size(m, lanes) + 16), sub(sk::scratch_sub_size(m, lanes) + 16);
+    std::vector<float> buf(sk::scratch_buf_size(m, lanes) + 16),
+        sub(sk::scratch_sub_size(m, lanes) + 16);
     std::vector<double> acc(sk::scratch_acc_size(m, lanes) + 8), partial(sk::partial_size(m));
     const sk::Scratch<float> scratch{aligned(buf), aligned(sub), aligned(acc), nullptr,
                                      nullptr,      nullptr,      nullptr};
