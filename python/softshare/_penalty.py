@@ -76,7 +76,10 @@ def penalty(
         dtype (float32 for float32 weights, float64 otherwise), C-contiguous,
         writeable and not overlapping the weights. A training loop that passes
         the same buffers every step allocates nothing per step. ``grad_w`` is
-        then ``out`` itself (a list of the same arrays for a list).
+        then ``out`` itself (a list of the same arrays for a list). Without
+        ``out``, a ``grad_w`` of 1 MiB or more reuses the memory of the last
+        such gradient whose array (and every view of it) is gone, never one
+        still referenced.
 
     Returns
     -------
