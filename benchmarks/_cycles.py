@@ -11,8 +11,9 @@ Two measurement aids for ``compare_peers.py`` (never part of the package):
   AVX-512 float32 kernel (``process_block<float>``), the micro-ops its loops
   issue to the two 512-bit vector pipes (ports 0 and 5: every FMA, add,
   compare, vreduce, vscalef ...; loads, stores and eliminated register moves
-  use other ports): per component and tile (passes 1-3, and 3 / kSubTiles of
-  the flush of the float32 partial sums into float64) and per tile (the
+  use other ports): per component and tile (passes 1-3, pass 3 of a tile
+  sharing its loop with pass 1 of the next, and 3 / kSubTiles of the flush of
+  the float32 partial sums into float64) and per tile (the
   log-sum-exp's log, the divisions, sum L, grad_w's scaling and check). At M
   components a tile of 64 weights needs at least ``(M x per-component +
   per-tile) / 2`` cycles: that bound, as pairs per cycle, is the limit.
@@ -127,26 +128,32 @@ def instruction_counts(so: Path) -> Counts | None:
         if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)
     ]
     cost = [sum(uops(op, args) for _, op, args in rows[a : b + 1]) for a, b in inner]
-    hot = [k for k, c in enumerate(cost) if c >= 16]  # the passes: a tile's 4 vectors each
-    if len(hot) < 3:
+
+    def has(k: int, name: str) -> bool:
+        return any(op == name for _, op, _ in rows[inner[k][0] : inner[k][1] + 1])
+
+    # The pipelined tiles (block-inl.hpp pipelined_tiles): pass 1 of the first
+    # tile (a loop with vmaxps), then per tile pass 2 (vreduceps) and one loop
+    # of pass 3 and the next tile's pass 1 (vmaxps, the costliest), then the
+    # flush (vcvtps2pd).
+    with_max = [k for k in range(len(inner)) if has(k, "vmaxps") and cost[k] >= 16]
+    if len(with_max) < 2:
         return None
-    _, p2, p3 = (inner[k] for k in hot[:3])
-    flush = next(
-        (
-            k
-            for k in range(hot[2] + 1, len(inner))
-            if any(op == "vcvtps2pd" for _, op, _ in rows[inner[k][0] : inner[k][1] + 1])
-        ),
-        None,
-    )
-    if flush is None:
+    fused = max(with_max, key=lambda k: cost[k])
+    p1 = min(cost[k] for k in with_max)
+    p2 = next((k for k in range(fused) if has(k, "vreduceps") and cost[k] >= 16), None)
+    flush = next((k for k in range(fused + 1, len(inner)) if has(k, "vcvtps2pd")), None)
+    if p2 is None or flush is None or cost[fused] <= p1:
         return None
-    after = p3[1] + 1  # from pass 3's end to the first branch (the flush test)
+    # Per tile: from pass 2's end to the fused loop (the log-sum-exp's log, the
+    # divisions, the next tile's load) and from its end to the first branch
+    # (grad_w's scaling and check; then the flush test).
+    after = inner[fused][1] + 1
     while after < len(rows) and not (rows[after][1].startswith("j") and rows[after][1] != "jmp"):
         after += 1
-    tile = sum(uops(op, args) for _, op, args in rows[p2[1] + 1 : p3[0]])
-    tile += sum(uops(op, args) for _, op, args in rows[p3[1] + 1 : after])
-    return Counts((cost[hot[0]], cost[hot[1]], cost[hot[2]]), cost[flush], tile)
+    tile = sum(uops(op, args) for _, op, args in rows[inner[p2][1] + 1 : inner[fused][0]])
+    tile += sum(uops(op, args) for _, op, args in rows[inner[fused][1] + 1 : after])
+    return Counts((p1, cost[p2], cost[fused] - p1), cost[flush], tile)
 
 
 def core_so() -> Path:

@@ -44,6 +44,22 @@ def test_thread_counts_and_repeats(dtype: type) -> None:
         _assert_identical(serial, softshare.penalty(w, mix, 0.3, n_threads=n_threads))
 
 
+@pytest.mark.usefixtures("simd")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [1, 3, 16, 64, 65])
+def test_responsibilities_change_no_bit(dtype: type, m: int) -> None:
+    # With responsibilities the kernel runs its tiles one at a time; without,
+    # up to 64 components, pass 3 of each tile shares a loop with pass 1 of the
+    # next (block-inl.hpp pipelined_tiles). The same arithmetic: the same bits.
+    rng = np.random.default_rng(m)
+    mix = random_mixture(rng, m)
+    for n in (1, 63, 64, 65, 2 * BLOCK + 77):
+        w = rng.normal(0, 0.3, n).astype(dtype)
+        plain = softshare.penalty(w, mix, 0.3, n_threads=1)
+        with_gamma = softshare.penalty(w, mix, 0.3, n_threads=1, responsibilities=True)
+        _assert_identical(plain, with_gamma)
+
+
 def test_block_size() -> None:
     # Blocks hold whole tiles of every SIMD target (up to 64 weights).
     assert isinstance(BLOCK, int)

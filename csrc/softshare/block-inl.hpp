@@ -60,37 +60,41 @@ constexpr T kGammaUnscale = sizeof(T) == 4 ? T(0x1p-32) : T(0x1p-256);
 // its start, the log-terms and then the shifted exponentials (the
 // responsibilities read them there), and with kKeepZ, from M x kUnroll
 // vectors on, each component's z, so that pass 3 loads z instead of computing
-// it again (the same expression: the same bits either way).
+// it again (the same expression: the same bits either way). TilePasses holds
+// the three passes' per-component steps; tile_pass_z runs them one tile at a
+// time, and process_block runs pass 3 of a tile together with pass 1 of the
+// next (pipelined_tiles).
 //
 // Per weight, the result depends only on the weight and on [j0, j1): a
 // component left out whose 2^(l_j - max) is exactly 0 (grouping.hpp) changes
 // nothing, since the max is another component's, and adding an exact 0 to s
 // or g is the identity.
 template <class T, bool kKeepZ>
-SOFTSHARE_INLINE void tile_pass_z(const ComponentsView<T>& comp, std::int64_t j0, std::int64_t j1,
-                                  const Vec<T> (&wt)[kUnroll], const Vec<T> (&valid)[kUnroll],
-                                  Vec<T>* buf, Vec<T>* sub, Vec<T> (&g)[kUnroll],
-                                  Vec<T> (&inv_s)[kUnroll], Vec<T>& big_l) {
+struct TilePasses {
     using V = Vec<T>;
-    constexpr int U = kUnroll;
-    const std::int64_t m = comp.m;
-    const T* mu = comp.mu;
-    const T* r = comp.r;
-    const T* r_lo = comp.r_lo;
-    const T* c = comp.c;
-    const T* a = comp.a;
-    V* sub0 = sub;
-    V* sub1 = sub + m;
-    V* sub2 = sub + 2 * m;
-    V* b = buf - j0 * U;     // b[j * U + u]: component j's vector u
-    V* zb = b + comp.m * U;  // zb[j * U + u]: its z
+    static constexpr int U = kUnroll;
+    // The components' arrays (copied: the scratch's vectors may alias anything).
+    const T *mu, *r, *r_lo, *c, *a;
+    std::int64_t m;
+    V* b;   // b[j * U + u]: component j's vector u (buf - j0 * U)
+    V* zb;  // zb[j * U + u]: its z
+    V* sub;
 
-    // Pass 1: log-terms in base 2, l = c - z^2 with z = (w - mu) r, and their
-    // maximum. r_lo restores what rounding mu to T lost: where w is near mu,
-    // w - mu[j] is exact (Sterbenz) and z = (w - mu[j]) r - mu_lo r.
-    V mx[U];
-    for (int u = 0; u < U; ++u) mx[u] = splat(-std::numeric_limits<T>::infinity());
-    for (std::int64_t j = j0; j < j1; ++j) {
+    TilePasses(const ComponentsView<T>& comp, std::int64_t j0, Vec<T>* buf, Vec<T>* sub_)
+        : mu(comp.mu),
+          r(comp.r),
+          r_lo(comp.r_lo),
+          c(comp.c),
+          a(comp.a),
+          m(comp.m),
+          b(buf - j0 * U),
+          zb(buf - j0 * U + comp.m * U),
+          sub(sub_) {}
+
+    // Pass 1, component j: log-terms in base 2, l = c - z^2 with z = (w - mu) r,
+    // and their maximum. r_lo restores what rounding mu to T lost: where w is
+    // near mu, w - mu[j] is exact (Sterbenz) and z = (w - mu[j]) r - mu_lo r.
+    SOFTSHARE_INLINE void log_terms(std::int64_t j, const V (&wt)[U], V (&mx)[U]) const {
         const T mu_j = mu[j], r_j = r[j], rl_j = r_lo[j], c_j = c[j];
         for (int u = 0; u < U; ++u) {
             const V z = (wt[u] - mu_j) * r_j - rl_j;
@@ -101,10 +105,9 @@ SOFTSHARE_INLINE void tile_pass_z(const ComponentsView<T>& comp, std::int64_t j0
         }
     }
 
-    // Pass 2: shifted exponentials and their sum (>= 1: the max term is 1).
-    V s[U];
-    for (int u = 0; u < U; ++u) s[u] = V{};
-    for (std::int64_t j = j0; j < j1; ++j) {
+    // Pass 2, component j: shifted exponentials and their sum (>= 1: the max
+    // term is 1).
+    SOFTSHARE_INLINE void exponentials(std::int64_t j, const V (&mx)[U], V (&s)[U]) const {
         V e[U];
         for (int u = 0; u < U; ++u) e[u] = b[j * U + u] - mx[u];
         exp2_neg_n<T, U>(e);
@@ -114,19 +117,13 @@ SOFTSHARE_INLINE void tile_pass_z(const ComponentsView<T>& comp, std::int64_t j0
         }
     }
 
-    // L = max + log(sum); masked lanes contribute nothing anywhere.
-    big_l = V{};
-    for (int u = 0; u < U; ++u) {
-        inv_s[u] = valid[u] * kGammaScale<T> / s[u];
-        big_l += valid[u] * (mx[u] * T(0.6931471805599453) + log_ge1<T>(s[u]));
-    }
-
-    // Pass 3: responsibilities, grad_w and the component sums in units of z
-    // (w - mu = z / r: S1 and S2 are rescaled once per block), the U vectors
-    // of each component summed before they meet the accumulators (the first
-    // vector starts the sums: 0 + x would cost an addition).
-    for (int u = 0; u < U; ++u) g[u] = V{};
-    for (std::int64_t j = j0; j < j1; ++j) {
+    // Pass 3, component j: responsibilities, grad_w and the component sums in
+    // units of z (w - mu = z / r: S1 and S2 are rescaled once per block), the
+    // U vectors of each component summed before they meet the accumulators
+    // (the first vector starts the sums: 0 + x would cost an addition). wt is
+    // read only without kKeepZ.
+    SOFTSHARE_INLINE void sums(std::int64_t j, const V (&wt)[U], const V (&inv_s)[U],
+                               V (&g)[U]) const {
         const T a_j = a[j], mu_j = mu[j], r_j = r[j], rl_j = r_lo[j];
         const auto z_of = [&](int u) {
             if constexpr (kKeepZ) return zb[j * U + u];
@@ -146,10 +143,55 @@ SOFTSHARE_INLINE void tile_pass_z(const ComponentsView<T>& comp, std::int64_t j0
             s1 += gz;
             s2 += gz * z;
         }
-        sub0[j] += s0;
-        sub1[j] += s1;
-        sub2[j] += s2;
+        sub[j] += s0;
+        sub[m + j] += s1;
+        sub[2 * m + j] += s2;
     }
+};
+
+template <class T>
+SOFTSHARE_INLINE void start_max(Vec<T> (&mx)[kUnroll]) {
+    for (int u = 0; u < kUnroll; ++u) mx[u] = splat(-std::numeric_limits<T>::infinity());
+}
+
+// Between passes 2 and 3: inv_s and L = max + log(sum); masked lanes
+// contribute nothing anywhere.
+template <class T>
+SOFTSHARE_INLINE void normalise(const Vec<T> (&valid)[kUnroll], const Vec<T> (&mx)[kUnroll],
+                                const Vec<T> (&s)[kUnroll], Vec<T> (&inv_s)[kUnroll],
+                                Vec<T>& big_l) {
+    big_l = Vec<T>{};
+    for (int u = 0; u < kUnroll; ++u) {
+        inv_s[u] = valid[u] * kGammaScale<T> / s[u];
+        big_l += valid[u] * (opaque(mx[u] * T(0.6931471805599453)) + log_ge1<T>(s[u]));
+    }
+}
+
+// Pass 2 of a tile (its log-terms in buf, their maximum mx) and the step
+// after it.
+template <class T, bool kKeepZ>
+SOFTSHARE_INLINE void exponentials_pass(const TilePasses<T, kKeepZ>& tp, std::int64_t j0,
+                                        std::int64_t j1, const Vec<T> (&valid)[kUnroll],
+                                        const Vec<T> (&mx)[kUnroll], Vec<T> (&inv_s)[kUnroll],
+                                        Vec<T>& big_l) {
+    Vec<T> s[kUnroll];
+    for (int u = 0; u < kUnroll; ++u) s[u] = Vec<T>{};
+    for (std::int64_t j = j0; j < j1; ++j) tp.exponentials(j, mx, s);
+    normalise<T>(valid, mx, s, inv_s, big_l);
+}
+
+template <class T, bool kKeepZ>
+SOFTSHARE_INLINE void tile_pass_z(const ComponentsView<T>& comp, std::int64_t j0, std::int64_t j1,
+                                  const Vec<T> (&wt)[kUnroll], const Vec<T> (&valid)[kUnroll],
+                                  Vec<T>* buf, Vec<T>* sub, Vec<T> (&g)[kUnroll],
+                                  Vec<T> (&inv_s)[kUnroll], Vec<T>& big_l) {
+    const TilePasses<T, kKeepZ> tp(comp, j0, buf, sub);
+    Vec<T> mx[kUnroll];
+    start_max<T>(mx);
+    for (std::int64_t j = j0; j < j1; ++j) tp.log_terms(j, wt, mx);
+    exponentials_pass<T, kKeepZ>(tp, j0, j1, valid, mx, inv_s, big_l);
+    for (int u = 0; u < kUnroll; ++u) g[u] = Vec<T>{};
+    for (std::int64_t j = j0; j < j1; ++j) tp.sums(j, wt, inv_s, g);
 }
 
 // Up to kKeepZMax components a tile keeps its z for pass 3 (two vector
@@ -287,6 +329,86 @@ SOFTSHARE_INLINE void prefetch_ahead(const T* w, T* grad_w) {
     }
 }
 
+// After a tile's passes: its sum L into lsum, grad_w (g scaled, checked:
+// scale_and_check) stored for its cnt weights at grad_w, and every kSubTiles
+// tiles (and at the block's end: last) the S0, S1, S2 partials added to the
+// float64 accumulators acc (3 x M x L) and restarted.
+template <class T>
+SOFTSHARE_INLINE void finish_tile(Vec<T> (&g)[kUnroll], const Vec<T>& big_l, T lam, T* grad_w,
+                                  std::int64_t cnt, bool flush, std::int64_t m, Vec<T>* sub,
+                                  double* acc, double* lsum, Vec<T>& not_finite) {
+    constexpr int L = Simd<T>::kLanes;
+    constexpr int TL = kUnroll * L;
+    add_to_f64(lsum, big_l);
+    scale_and_check<T>(g, lam, not_finite);
+    if (cnt == TL) {
+        for (int u = 0; u < kUnroll; ++u) store(grad_w + u * L, g[u]);
+    } else {
+        alignas(64) T gpad[TL];
+        for (int u = 0; u < kUnroll; ++u) store(gpad + u * L, g[u]);
+        for (std::int64_t t = 0; t < cnt; ++t) grad_w[t] = gpad[t];
+    }
+    if (flush) {
+        for (std::int64_t k = 0; k < 3 * m; ++k) {
+            add_to_f64(acc + k * L, sub[k]);
+            sub[k] = Vec<T>{};
+        }
+    }
+}
+
+// Whether process_block overlaps pass 3 of each tile with pass 1 of the next
+// (pipelined_tiles): with 32 vector registers (AVX-512) both passes' values
+// stay in registers. Passes 1 and 2 and passes 2 and 3 of one tile are
+// serial (the maximum, then the sum, of all M terms come first): run one
+// tile at a time, every tile boundary waited for the last exponential, the
+// division and the log of pass 2, some hundred cycles with the vector pipes
+// mostly idle. Pipelined, pass 1's independent work fills that wait.
+constexpr bool kPipelineTiles = kVectorBytes == 64;
+
+// process_block's tiles when pass 3 keeps z (M <= kKeepZMax) and no
+// responsibilities are asked for, each component's pass 3 for tile t and pass
+// 1 for tile t + 1 in one loop iteration: pass 3 reads the component's e and z
+// of tile t from buf, then pass 1 writes its l and z of tile t + 1 in their
+// place. The arithmetic of every weight is that of tile_pass_z, in the same
+// order: the same bits.
+template <class T>
+SOFTSHARE_INLINE void pipelined_tiles(const ComponentsView<T>& comp, const T* w, T* grad_w,
+                                      std::int64_t n, T lam, Vec<T>* buf, Vec<T>* sub, double* acc,
+                                      double* lsum, Vec<T>& not_finite) {
+    using V = Vec<T>;
+    constexpr int U = kUnroll;
+    constexpr int TL = U * Simd<T>::kLanes;
+    const std::int64_t m = comp.m;
+    const TilePasses<T, true> tp(comp, 0, buf, sub);
+    V wt[U], valid[U], mx[U];
+    prefetch_ahead<T>(w, grad_w);
+    load_tile<T>(w, n < TL ? n : TL, wt, valid);
+    start_max<T>(mx);
+    for (std::int64_t j = 0; j < m; ++j) tp.log_terms(j, wt, mx);
+    int tile = 0;
+    for (std::int64_t i0 = 0; i0 < n; i0 += TL, ++tile) {
+        const std::int64_t cnt = n - i0 < TL ? n - i0 : TL;
+        const std::int64_t next = i0 + TL;
+        V inv_s[U], big_l, g[U];
+        exponentials_pass<T, true>(tp, 0, m, valid, mx, inv_s, big_l);
+        for (int u = 0; u < U; ++u) g[u] = V{};
+        if (next < n) {
+            prefetch_ahead<T>(w + next, grad_w + next);
+            load_tile<T>(w + next, n - next < TL ? n - next : TL, wt, valid);
+            start_max<T>(mx);
+            for (std::int64_t j = 0; j < m; ++j) {
+                tp.sums(j, wt, inv_s, g);  // tile i0 (z from buf: wt unused)
+                tp.log_terms(j, wt, mx);   // tile next
+            }
+        } else {
+            for (std::int64_t j = 0; j < m; ++j) tp.sums(j, wt, inv_s, g);
+        }
+        const bool flush = tile + 1 == kSubTiles || next >= n;
+        finish_tile<T>(g, big_l, lam, grad_w + i0, cnt, flush, m, sub, acc, lsum, not_finite);
+        if (flush) tile = -1;
+    }
+}
+
 template <class T>
 void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamma, std::int64_t n,
                    T lam, double* partial, const Scratch<T>& scratch) {
@@ -307,36 +429,27 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
     alignas(64) double check[L] = {};
     V not_finite = V{};  // scale_and_check's NaN flag
 
-    int tile = 0;
-    for (std::int64_t i0 = 0; i0 < n; i0 += TL, ++tile) {
-        const std::int64_t cnt = n - i0 < TL ? n - i0 : TL;
-        V wt[U], valid[U], g[U], inv_s[U], big_l;
-        prefetch_ahead<T>(w + i0, grad_w + i0);
-        load_tile<T>(w + i0, cnt, wt, valid);
-        tile_pass<T>(comp, 0, m, wt, valid, buf, sub, g, inv_s, big_l);
-        add_to_f64(lsum, big_l);
-        scale_and_check<T>(g, lam, not_finite);
-        if (cnt == TL) {
-            for (int u = 0; u < U; ++u) store(grad_w + i0 + u * L, g[u]);
-        } else {
-            alignas(64) T gpad[TL];
-            for (int u = 0; u < U; ++u) store(gpad + u * L, g[u]);
-            for (std::int64_t t = 0; t < cnt; ++t) grad_w[i0 + t] = gpad[t];
-        }
-        if (gamma != nullptr) {
-            for (std::int64_t t = 0; t < cnt; ++t) {
-                const int u = static_cast<int>(t) / L, lane = static_cast<int>(t) % L;
-                T* row = gamma + (i0 + t) * m;
-                const T inv = inv_s[u][lane] * kGammaUnscale<T>;  // 1 / s, exactly
-                for (std::int64_t j = 0; j < m; ++j) row[j] = buf[j * U + u][lane] * inv;
+    if (kPipelineTiles && gamma == nullptr && m <= kKeepZMax) {
+        pipelined_tiles<T>(comp, w, grad_w, n, lam, buf, sub, acc, lsum, not_finite);
+    } else {
+        int tile = 0;
+        for (std::int64_t i0 = 0; i0 < n; i0 += TL, ++tile) {
+            const std::int64_t cnt = n - i0 < TL ? n - i0 : TL;
+            V wt[U], valid[U], g[U], inv_s[U], big_l;
+            prefetch_ahead<T>(w + i0, grad_w + i0);
+            load_tile<T>(w + i0, cnt, wt, valid);
+            tile_pass<T>(comp, 0, m, wt, valid, buf, sub, g, inv_s, big_l);
+            if (gamma != nullptr) {
+                for (std::int64_t t = 0; t < cnt; ++t) {
+                    const int u = static_cast<int>(t) / L, lane = static_cast<int>(t) % L;
+                    T* row = gamma + (i0 + t) * m;
+                    const T inv = inv_s[u][lane] * kGammaUnscale<T>;  // 1 / s, exactly
+                    for (std::int64_t j = 0; j < m; ++j) row[j] = buf[j * U + u][lane] * inv;
+                }
             }
-        }
-        if (tile + 1 == kSubTiles || i0 + TL >= n) {
-            for (std::int64_t k = 0; k < 3 * m; ++k) {
-                add_to_f64(acc + k * L, sub[k]);
-                sub[k] = V{};
-            }
-            tile = -1;
+            const bool flush = tile + 1 == kSubTiles || i0 + TL >= n;
+            finish_tile<T>(g, big_l, lam, grad_w + i0, cnt, flush, m, sub, acc, lsum, not_finite);
+            if (flush) tile = -1;
         }
     }
     add_to_f64(check, not_finite);

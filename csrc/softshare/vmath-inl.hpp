@@ -79,6 +79,20 @@ using Vec = typename Simd<T>::V;
 template <class T>
 using IVec = typename Simd<T>::I;
 
+// x as computed, never fused by the compiler into the addition that uses it
+// (an FMA rounds once where the product and the sum round twice). GCC fuses
+// a product and a sum only when it sees both in one basic block, which
+// depends on how a kernel was inlined and scheduled: where the same formula
+// appears in two kernels (process_block's two tile loops), opaque keeps their
+// bits the same.
+template <class V>
+SOFTSHARE_INLINE V opaque(V x) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __asm__("" : "+v"(x));
+#endif
+    return x;
+}
+
 template <class T>
 SOFTSHARE_INLINE Vec<T> splat(T x) {
     return Vec<T>{} + x;
