@@ -52,7 +52,7 @@ def build_probe() -> ctypes.CDLL | None:
 
 
 def clock_ghz(dll: ctypes.CDLL, threads: int) -> float:
-    """The lowest clock (GHz) of ``threads`` threads running 512-bit vector code."""
+    """The highest clock (GHz) of ``threads`` threads running 512-bit vector code (best of five)."""
     return float(dll.softshare_clock_ghz(threads, 1))
 
 
