@@ -127,7 +127,11 @@ def instruction_counts(so: Path) -> Counts | None:
         for a, b in loops
         if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)
     ]
-    cost = [sum(uops(op, args) for _, op, args in rows[a : b + 1]) for a, b in inner]
+
+    def span(a: int, b: int) -> int:  # the micro-ops of rows[a:b]
+        return sum(uops(op, args) for _, op, args in rows[a:b])
+
+    cost = [span(a, b + 1) for a, b in inner]
 
     def has(k: int, name: str) -> bool:
         return any(op == name for _, op, _ in rows[inner[k][0] : inner[k][1] + 1])
@@ -151,8 +155,7 @@ def instruction_counts(so: Path) -> Counts | None:
     after = inner[fused][1] + 1
     while after < len(rows) and not (rows[after][1].startswith("j") and rows[after][1] != "jmp"):
         after += 1
-    tile = sum(uops(op, args) for _, op, args in rows[inner[p2][1] + 1 : inner[fused][0]])
-    tile += sum(uops(op, args) for _, op, args in rows[inner[fused][1] + 1 : after])
+    tile = span(inner[p2][1] + 1, inner[fused][0]) + span(inner[fused][1] + 1, after)
     return Counts((p1, cost[p2], cost[fused] - p1), cost[flush], tile)
 
 

@@ -176,6 +176,15 @@ py::array gradient_array(const py::dtype& dtype, std::vector<py::ssize_t> shape)
     return py::array(dtype, std::move(shape), data, owner);
 }
 
+// penalty's tuple (_core.pyi PassTuple): (sum_L, check, stats (3, M), grads,
+// gammas when responsibilities were asked for else None, finished: the
+// kernel's (value, grad_mu, grad_sigma, grad_log_var, grad_logit) or None).
+py::tuple pass_tuple(const sk::Totals& totals, std::int64_t m, const py::list& grads,
+                     const py::list& gammas, bool responsibilities, const py::object& finished) {
+    return py::make_tuple(totals.sum_l, totals.check, stats_array(totals, m), grads,
+                          responsibilities ? py::object(gammas) : py::object(py::none()), finished);
+}
+
 // Four float64 arrays of M for the mixture gradients, and their data.
 struct GradientRows {
     explicit GradientRows(std::int64_t m) {
@@ -266,9 +275,7 @@ py::tuple penalty(const std::vector<py::array>& weights, const Params& mu, const
         finished =
             py::make_tuple(*value, rows.arrays[0], rows.arrays[3], rows.arrays[1], rows.arrays[2]);
     }
-    py::object gamma_out = responsibilities ? py::object(gammas) : py::object(py::none());
-    return py::make_tuple(totals.sum_l, totals.check, stats_array(totals, m), grads, gamma_out,
-                          finished);
+    return pass_tuple(totals, m, grads, gammas, responsibilities, finished);
 }
 
 // cls as a type object.__new__ may make (a Python class that does not override
@@ -343,9 +350,7 @@ py::object penalty_array(const py::handle& w_in, const py::array& mu, const py::
         py::list grads, gammas;
         grads.append(grad.reshape({n}));
         if (responsibilities) gammas.append(gamma);
-        return py::make_tuple(totals.sum_l, totals.check, stats_array(totals, m), grads,
-                              responsibilities ? py::object(gammas) : py::object(py::none()),
-                              py::none());
+        return pass_tuple(totals, m, grads, gammas, responsibilities, py::none());
     }
     // PenaltyResult's fields in its order, interned once (tests/test_small_calls.py
     // holds the two to one list).

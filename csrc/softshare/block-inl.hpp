@@ -331,12 +331,13 @@ SOFTSHARE_INLINE void prefetch_ahead(const T* w, T* grad_w) {
 
 // After a tile's passes: its sum L into lsum, grad_w (g scaled, checked:
 // scale_and_check) stored for its cnt weights at grad_w, and every kSubTiles
-// tiles (and at the block's end: last) the S0, S1, S2 partials added to the
-// float64 accumulators acc (3 x M x L) and restarted.
+// tiles (tiles counts them since the last flush) and after the block's last
+// tile the S0, S1, S2 partials added to the float64 accumulators acc
+// (3 x M x L) and restarted.
 template <class T>
 SOFTSHARE_INLINE void finish_tile(Vec<T> (&g)[kUnroll], const Vec<T>& big_l, T lam, T* grad_w,
-                                  std::int64_t cnt, bool flush, std::int64_t m, Vec<T>* sub,
-                                  double* acc, double* lsum, Vec<T>& not_finite) {
+                                  std::int64_t cnt, bool last, int& tiles, std::int64_t m,
+                                  Vec<T>* sub, double* acc, double* lsum, Vec<T>& not_finite) {
     constexpr int L = Simd<T>::kLanes;
     constexpr int TL = kUnroll * L;
     add_to_f64(lsum, big_l);
@@ -348,11 +349,12 @@ SOFTSHARE_INLINE void finish_tile(Vec<T> (&g)[kUnroll], const Vec<T>& big_l, T l
         for (int u = 0; u < kUnroll; ++u) store(gpad + u * L, g[u]);
         for (std::int64_t t = 0; t < cnt; ++t) grad_w[t] = gpad[t];
     }
-    if (flush) {
+    if (++tiles == kSubTiles || last) {
         for (std::int64_t k = 0; k < 3 * m; ++k) {
             add_to_f64(acc + k * L, sub[k]);
             sub[k] = Vec<T>{};
         }
+        tiles = 0;
     }
 }
 
@@ -383,8 +385,8 @@ SOFTSHARE_INLINE void pipelined_tiles(const ComponentsView<T>& comp, const T* w,
     load_tile<T>(w, n < TL ? n : TL, wt, valid);
     start_max<T>(mx);
     for (std::int64_t j = 0; j < m; ++j) tp.log_terms(j, wt, mx);
-    int tile = 0;
-    for (std::int64_t i0 = 0; i0 < n; i0 += TL, ++tile) {
+    int tiles = 0;
+    for (std::int64_t i0 = 0; i0 < n; i0 += TL) {
         const std::int64_t cnt = n - i0 < TL ? n - i0 : TL;
         const std::int64_t next = i0 + TL;
         V inv_s[U], big_l, g[U];
@@ -401,9 +403,8 @@ SOFTSHARE_INLINE void pipelined_tiles(const ComponentsView<T>& comp, const T* w,
         } else {
             for (std::int64_t j = 0; j < m; ++j) tp.sums(j, wt, inv_s, g);
         }
-        const bool flush = tile + 1 == kSubTiles || next >= n;
-        finish_tile<T>(g, big_l, lam, grad_w + i0, cnt, flush, m, sub, acc, lsum, not_finite);
-        if (flush) tile = -1;
+        finish_tile<T>(g, big_l, lam, grad_w + i0, cnt, next >= n, tiles, m, sub, acc, lsum,
+                       not_finite);
     }
 }
 
@@ -430,8 +431,8 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
     if (gamma == nullptr && m <= kKeepZMax) {
         pipelined_tiles<T>(comp, w, grad_w, n, lam, buf, sub, acc, lsum, not_finite);
     } else {
-        int tile = 0;
-        for (std::int64_t i0 = 0; i0 < n; i0 += TL, ++tile) {
+        int tiles = 0;
+        for (std::int64_t i0 = 0; i0 < n; i0 += TL) {
             const std::int64_t cnt = n - i0 < TL ? n - i0 : TL;
             V wt[U], valid[U], g[U], inv_s[U], big_l;
             prefetch_ahead<T>(w + i0, grad_w + i0);
@@ -445,9 +446,8 @@ void process_block(const ComponentsView<T>& comp, const T* w, T* grad_w, T* gamm
                     for (std::int64_t j = 0; j < m; ++j) row[j] = buf[j * U + u][lane] * inv;
                 }
             }
-            const bool flush = tile + 1 == kSubTiles || i0 + TL >= n;
-            finish_tile<T>(g, big_l, lam, grad_w + i0, cnt, flush, m, sub, acc, lsum, not_finite);
-            if (flush) tile = -1;
+            finish_tile<T>(g, big_l, lam, grad_w + i0, cnt, i0 + TL >= n, tiles, m, sub, acc, lsum,
+                           not_finite);
         }
     }
     add_to_f64(check, not_finite);
