@@ -22,7 +22,6 @@ Two measurement aids for ``compare_peers.py`` (never part of the package):
 from __future__ import annotations
 
 import ctypes
-import heapq
 import re
 import shutil
 import subprocess
@@ -76,7 +75,7 @@ def uops(op: str, args: str) -> int:
 class Counts:
     """Vector-pipe micro-ops of the AVX-512 float32 kernel."""
 
-    passes: tuple[int, int]  # per component and tile: pass 1, pass 3
+    passes: tuple[int, int, int]  # per component and tile: passes 1, 2, 3
     flush: int  # per component and sum (S0, S1, S2), once every SUB_TILES tiles
     tile: int  # per tile, whatever M
 
@@ -138,60 +137,26 @@ def instruction_counts(so: Path) -> Counts | None:
         return any(op == name for _, op, _ in rows[inner[k][0] : inner[k][1] + 1])
 
     # The pipelined tiles (block-inl.hpp pipelined_tiles): pass 1 of the first
-    # tile (a loop with vreduceps), then per tile one loop of pass 3 and the
-    # next tile's pass 1 (vreduceps, the costliest loop), and the flush of the
-    # partial sums (vcvtps2pd, no float64 arithmetic). Rescues (block-inl.hpp
-    # kMinSum) run a loop with vmaxps and another pass 1.
-    with_exp = [k for k in range(len(inner)) if has(k, "vreduceps") and cost[k] >= 16]
-    if len(with_exp) < 2:
+    # tile (a loop with vmaxps), then per tile pass 2 (vreduceps) and one loop
+    # of pass 3 and the next tile's pass 1 (vmaxps, the costliest), then the
+    # flush (vcvtps2pd).
+    with_max = [k for k in range(len(inner)) if has(k, "vmaxps") and cost[k] >= 16]
+    if len(with_max) < 2:
         return None
-    fused = max(with_exp, key=lambda k: cost[k])
-    p1 = next((cost[k] for k in with_exp if k < fused), None)
-    flushes = [k for k in range(len(inner)) if has(k, "vcvtps2pd") and not has(k, "vdivpd")]
-    if p1 is None or not flushes or cost[fused] <= p1:
+    fused = max(with_max, key=lambda k: cost[k])
+    p1 = min(cost[k] for k in with_max)
+    p2 = next((k for k in range(fused) if has(k, "vreduceps") and cost[k] >= 16), None)
+    flush = next((k for k in range(fused + 1, len(inner)) if has(k, "vcvtps2pd")), None)
+    if p2 is None or flush is None or cost[fused] <= p1:
         return None
-    flush = min(cost[k] for k in flushes)
-    # Per tile: the cheapest path from the fused loop's exit back to its first
-    # instruction through no loop with vmaxps or vcvtps2pd (so no rescue and
-    # no flush; a full tile, not the last): the log-sum-exp's log, the
-    # divisions, sum L, grad_w's scaling and check, the rescue test, the next
-    # tile's load.
-    banned = set()
-    for k in range(len(inner)):
-        if has(k, "vmaxps") or has(k, "vcvtps2pd"):
-            banned.update(range(inner[k][0], inner[k][1] + 1))
-    tile = _cheapest_path(rows, index, inner[fused][1] + 1, inner[fused][0], banned)
-    if tile is None:
-        return None
-    return Counts((p1, cost[fused] - p1), flush, tile)
-
-
-def _cheapest_path(
-    rows: list[tuple[int, str, str]], index: dict[int, int], start: int, goal: int, banned: set[int]
-) -> int | None:
-    """Fewest vector micro-ops on a path of rows from start to goal (Dijkstra)."""
-    best = {start: 0}
-    queue = [(0, start)]
-    while queue:
-        dist, k = heapq.heappop(queue)
-        if k == goal:
-            return dist
-        if dist > best.get(k, dist) or k in banned or k >= len(rows):
-            continue
-        _, op, args = rows[k]
-        nxt = []
-        target = re.match(r"([0-9a-f]+)", args)
-        jump = int(target.group(1), 16) if op.startswith("j") and target else None
-        if jump is not None and jump in index:
-            nxt.append(index[jump])
-        if op != "jmp" and not op.startswith("ret"):
-            nxt.append(k + 1)
-        step = dist + uops(op, args)
-        for n in nxt:
-            if step < best.get(n, step + 1):
-                best[n] = step
-                heapq.heappush(queue, (step, n))
-    return None
+    # Per tile: from pass 2's end to the fused loop (the log-sum-exp's log, the
+    # divisions, the next tile's load) and from its end to the first branch
+    # (grad_w's scaling and check; then the flush test).
+    after = inner[fused][1] + 1
+    while after < len(rows) and not (rows[after][1].startswith("j") and rows[after][1] != "jmp"):
+        after += 1
+    tile = span(inner[p2][1] + 1, inner[fused][0]) + span(inner[fused][1] + 1, after)
+    return Counts((p1, cost[p2], cost[fused] - p1), cost[flush], tile)
 
 
 def core_so() -> Path:

@@ -452,7 +452,7 @@ py::object penalty_raw(
     return py::make_tuple(*value, totals.sum_l, totals.check, stats_array(totals, m));
 }
 
-// The kernel's vectorised 2^x (x <= 0) or log (x a positive normal number) on one target, for tests.
+// The kernel's vectorised 2^x (x <= 0) or log (x >= 1) on one target, for tests.
 py::array vmath(const std::string& fn, const py::array& x, const std::string& target) {
     const sk::KernelTable table = sk::table_for(target);
     const sk::DType dt = dtype_of(x, 0);
@@ -668,7 +668,7 @@ PYBIND11_MODULE(_core, mod) {
     mod.def("set_simd_target", &sk::set_target, py::arg("name"),
             "Use the kernels of one supported instruction set (ValueError otherwise).");
     mod.def("_vmath", &vmath, py::arg("fn"), py::arg("x"), py::arg("target"),
-            "Testing hook: the kernel's 2^x (x <= 0) or log (x a positive normal number) on one SIMD target.");
+            "Testing hook: the kernel's 2^x (x <= 0) or log (x >= 1) on one SIMD target.");
     mod.def("_grouping", &grouping, py::arg("mu"), py::arg("log_var"), py::arg("logit"),
             py::arg("n_weights"), py::arg("f64"),
             "Testing hook: (grouped?, mean window, cells) of the plan for such a pass.");

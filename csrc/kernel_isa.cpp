@@ -37,7 +37,7 @@ void exp2_array(const T* x, T* y, std::int64_t n) {
 
 template <class T>
 void log_array(const T* x, T* y, std::int64_t n) {
-    map_array(x, y, n, T(1), [](Vec<T> v) { return log_pos<T>(v); });
+    map_array(x, y, n, T(1), [](Vec<T> v) { return log_ge1<T>(v); });
 }
 
 KernelTable table() {

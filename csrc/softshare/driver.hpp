@@ -117,12 +117,6 @@ struct Components {
         const double log2e = 1.4426950408889634;
         const double sqrt_half_log2e = std::sqrt(0.5 * log2e);
         const double t_max = static_cast<double>(std::numeric_limits<T>::max());
-        // c_j before the shift, in float64 (computed twice rather than stored).
-        const auto c64 = [&](std::int64_t j) {
-            return log2e * (mix.log_pi(j) - half_log_2pi - 0.5 * mix.log_var[j]);
-        };
-        for (std::int64_t j = 0; j < m; ++j) shift = std::max(shift, c64(j));
-        if (!std::isfinite(shift)) shift = 0.0;
         for (std::int64_t j = 0; j < m; ++j) {
             const T mu_hi = static_cast<T>(mix.mu[j]);
             const double mu_lo = mix.mu[j] - static_cast<double>(mu_hi);
@@ -133,7 +127,8 @@ struct Components {
             at(0, j) = mu_hi;
             at(1, j) = r_t;
             at(2, j) = static_cast<T>(mu_lo * r_d);
-            at(3, j) = static_cast<T>(c64(j) - shift);
+            at(3, j) =
+                static_cast<T>(log2e * (mix.log_pi(j) - half_log_2pi - 0.5 * mix.log_var[j]));
             at(4, j) = static_cast<T>(std::min(a_d, t_max));
             // T holds the component iff every constant is finite and r and a are
             // normal numbers (c may be -inf: then pi_j = 0 and gamma_ij = 0).
@@ -149,15 +144,14 @@ struct Components {
     T& at(int row, std::int64_t j) { return data[static_cast<std::size_t>(row * m + j)]; }
     ComponentsView<T> view() const {
         const T* p = data.data();
-        return {p, p + m, p + 2 * m, p + 3 * m, p + 4 * m, m, shift};
+        return {p, p + m, p + 2 * m, p + 3 * m, p + 4 * m, m};
     }
     // Whether T holds every component's constants: finite, r and a normal.
     bool exact() const { return first_bad < 0; }
 
     std::int64_t m;
-    std::vector<T> data;  // rows: mu, r, r_lo, c, a (see ComponentsView)
-    double shift = -std::numeric_limits<double>::infinity();  // ComponentsView::shift
-    std::int64_t first_bad = -1;                              // the first component T does not hold
+    std::vector<T> data;          // rows: mu, r, r_lo, c, a (see ComponentsView)
+    std::int64_t first_bad = -1;  // the first component T does not hold
 };
 
 // The error for a component whose float64 constants are not normal numbers
@@ -318,8 +312,7 @@ void robust_block(const ComponentsView<double>& comp, const T* w, T* grad_w, T* 
     double* s0 = partial + 2;
     double* s1 = s0 + m;
     double* s2 = s1 + m;
-    // l_j = c_j ln 2 - ((w - mu_j) / (sqrt(2) sigma_j))^2, -inf where it overflows
-    // (c_j shifted by comp.shift: the log-density is shift ln 2 + log sum exp l_j).
+    // l_j = c_j ln 2 - ((w - mu_j) / (sqrt(2) sigma_j))^2, -inf where it overflows.
     const auto log_term = [&](double wi, std::int64_t j) {
         const double q = (wi - comp.mu[j]) * (comp.r[j] * sqrt_ln2);
         return comp.c[j] * ln2 - q * q;
@@ -338,7 +331,7 @@ void robust_block(const ComponentsView<double>& comp, const T* w, T* grad_w, T* 
         }
         double sum = 0.0;
         for (std::int64_t j = 0; j < m; ++j) sum += std::exp(log_term(wi, j) - mx);
-        partial[0] += mx + std::log(sum) + comp.shift * ln2;
+        partial[0] += mx + std::log(sum);
         // d(Omega)/dw = sum_j gamma_j (w - mu_j) / sigma_j^2 as sum_j (gamma_j z_j) a_j;
         // where its terms overflow (to inf - inf = NaN, or to inf), again with a
         // scaled by 2^-600, the sum scaled back after lam: inf only if it is.

@@ -5,16 +5,12 @@
 // Python-free; compiled with baseline flags only (included by driver.hpp).
 //
 // The kernel computes, in base 2 and in the weights' precision T,
-//     z_j = (w - mu_j) r_j - r_lo_j,   l_j = c_j - z_j^2,   e_j = exp2(l_j - x),
-// with x = 0 (c_j <= 0, so every computed l_j <= 0), or x = max_k l_k for a
-// weight whose sum of the e_j with x = 0 is tiny (block-inl.hpp), and
-// exp2_neg returns exactly 0 for an argument below `low`, log2 of T's
+//     z_j = (w - mu_j) r_j - r_lo_j,   l_j = c_j - z_j^2,   e_j = exp2(l_j - max_k l_k),
+// and exp2_neg returns exactly 0 for an argument below `low`, log2 of T's
 // smallest normal (-126 or -1022), on every SIMD path (vmath-inl.hpp,
 // tests/test_vmath.py). A component whose e_j is 0 contributes exact zeros to
 // the sum of the e's, to grad_w, to gamma and to S0, S1, S2, and is not the
 // maximum: leaving it out changes no bit of a weight's results (tile_pass).
-// The bound below proves l_j - max_k l_k < low - 1, which gives e_j = 0 for
-// either x, since max_k l_k <= 0.
 //
 // The bound. The weight axis is cut into K <= kGroupMaxCells cells of width
 // h = 1 / inv_h (GroupingView). For a cell, [a, b] is an interval that holds
@@ -85,7 +81,6 @@ struct Grouping {
     std::int64_t m = 0;
     // The kernel's constants (rows mu, r, r_lo, c, a) in mean order.
     std::vector<T> sorted;
-    double shift = 0.0;                    // ComponentsView::shift
     std::vector<std::int64_t> perm;        // mean order -> the caller's component index
     bool identity = true;                  // the means are in order: perm[j] == j
     std::vector<std::int32_t> j_lo, j_hi;  // per cell (grid cells + 2)
@@ -94,7 +89,7 @@ struct Grouping {
 
     ComponentsView<T> comp() const {
         const T* p = sorted.data();
-        return {p, p + m, p + 2 * m, p + 3 * m, p + 4 * m, m, shift};
+        return {p, p + m, p + 2 * m, p + 3 * m, p + 4 * m, m};
     }
     GroupingView<T> view() const {
         return {x0,          inv_h,       static_cast<std::int64_t>(j_lo.size()),
@@ -217,7 +212,6 @@ Grouping<T> plan_grouping(const ComponentsView<T>& comp, std::int64_t n_weights)
     // caller's order: the identity for sorted means, and then every weight's
     // results are bit for bit those of the plain kernel.
     plan.m = m;
-    plan.shift = comp.shift;
     plan.perm.resize(static_cast<std::size_t>(m));
     std::iota(plan.perm.begin(), plan.perm.end(), std::int64_t(0));
     std::stable_sort(plan.perm.begin(), plan.perm.end(),

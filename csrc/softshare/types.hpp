@@ -40,14 +40,9 @@ struct ComponentsView {
     const T* mu;    // mu_j rounded to T
     const T* r;     // sqrt(log2(e) / 2) / sigma_j rounded to T: z_j = (w - mu_j) r_j
     const T* r_lo;  // (mu_j - mu[j]) r[j]: z_j = (w - mu[j]) r[j] - r_lo[j]
-    const T* c;     // log2(e) (ln pi_j - 0.5 ln(2 pi) - 0.5 log_var_j) - shift: l_j = c_j - z_j^2
+    const T* c;     // log2(e) (ln pi_j - 0.5 ln(2 pi) - 0.5 log_var_j): l_j = c_j - z_j^2
     const T* a;     // 1 / (r[j] sigma_j^2): gamma (w - mu_j) / sigma_j^2 = gamma z_j a_j
     std::int64_t m;
-    // The largest c_j before the shift (float64; c_j <= 0 after it): every
-    // weight's log-terms are l_j + shift, so its log-density is (shift + log2 of
-    // the sum of the 2^l_j) ln 2. The kernel's exponentials 2^l_j then never
-    // exceed 1, and need no per-weight maximum (block-inl.hpp).
-    double shift;
 };
 
 // The cells of the weight axis that the grouped kernel (process_block_grouped)

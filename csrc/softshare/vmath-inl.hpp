@@ -18,13 +18,11 @@
 //             weight contributes gamma = 0, never NaN, and no subnormal
 //             reaches the arithmetic downstream (on Intel cores each
 //             instruction with a subnormal operand costs ~100 cycles).
-//   log_pos : argument x a finite, positive normal number (the block
-//             kernel's sums of exponentials: 2^-63 (2^-511) and above).
-//             x = 2^e m, m from the bits (AVX-512: vgetmant / vgetexp, m in
-//             [0.75, 1.5)), then a series of atanh on |f| <= 0.1716 (0.2):
-//             float <= 3 ulp, double <= 3 ulp (worst just above sqrt(2)
-//             (1.5) and below sqrt(1/2) (0.75), where e ln 2 and log(m) of
-//             the other sign partly cancel).
+//   log_ge1 : argument x >= 1 and finite (the log-sum-exp of terms whose
+//             largest is exp(0) = 1). x = 2^e m, m from the bits (AVX-512:
+//             vgetmant / vgetexp, m in [0.75, 1.5)), then a series of atanh on
+//             |f| <= 0.1716 (0.2): float <= 3 ulp, double <= 3 ulp (worst just
+//             above sqrt(2) (1.5), where e ln 2 and log(m) < 0 partly cancel).
 #pragma once
 
 #include <cstdint>
@@ -33,7 +31,7 @@
 #error "SOFTSHARE_VECTOR_BYTES (the target's vector width) must be defined: see CMakeLists.txt"
 #endif
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
 #include <immintrin.h>
 #endif
 
@@ -134,26 +132,6 @@ SOFTSHARE_INLINE Vec<T> keep(IVec<T> mask, Vec<T> v) {
     return reinterpret_cast<Vec<T>>(mask & reinterpret_cast<IVec<T>>(v));
 }
 
-// Whether some lane of a comparison's mask (all ones or all zeros per lane) is
-// set: one test of the whole vector.
-template <class T>
-SOFTSHARE_INLINE bool any_lane(IVec<T> mask) {
-#if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
-    const __m512i v = reinterpret_cast<__m512i>(mask);
-    return _mm512_test_epi32_mask(v, v) != 0;
-#elif defined(__AVX__) && SOFTSHARE_VECTOR_BYTES == 32
-    const __m256i v = reinterpret_cast<__m256i>(mask);
-    return !_mm256_testz_si256(v, v);
-#elif defined(__SSE2__) && SOFTSHARE_VECTOR_BYTES == 16
-    return _mm_movemask_epi8(reinterpret_cast<__m128i>(mask)) != 0;
-#else
-    for (int t = 0; t < Simd<T>::kLanes; ++t) {
-        if (mask[t] != 0) return true;
-    }
-    return false;
-#endif
-}
-
 #if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
 // x - round(x) (round to nearest even) with AVX-512DQ's vreduce: one
 // instruction, exact (x - round(x) is representable), and round(x) = x - that,
@@ -173,15 +151,15 @@ SOFTSHARE_INLINE Vec<double> reduce_nearest(Vec<double> x) {
 // as on the portable paths, never subnormals (whose arithmetic costs Intel
 // cores some hundred cycles an instruction, everywhere downstream).
 SOFTSHARE_INLINE Vec<float> scale2_normal(Vec<float> p, Vec<float> n, Vec<float> x, float low) {
-    const __mmask16 normal =
-        _mm512_cmp_ps_mask(reinterpret_cast<__m512>(x), _mm512_set1_ps(low), _CMP_GE_OQ);
+    const __mmask16 normal = _mm512_cmp_ps_mask(reinterpret_cast<__m512>(x),
+                                                _mm512_set1_ps(low), _CMP_GE_OQ);
     return reinterpret_cast<Vec<float>>(
         _mm512_maskz_scalef_ps(normal, reinterpret_cast<__m512>(p), reinterpret_cast<__m512>(n)));
 }
 SOFTSHARE_INLINE Vec<double> scale2_normal(Vec<double> p, Vec<double> n, Vec<double> x,
                                            double low) {
-    const __mmask8 normal =
-        _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(x), _mm512_set1_pd(low), _CMP_GE_OQ);
+    const __mmask8 normal = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(x),
+                                               _mm512_set1_pd(low), _CMP_GE_OQ);
     return reinterpret_cast<Vec<double>>(
         _mm512_maskz_scalef_pd(normal, reinterpret_cast<__m512d>(p), reinterpret_cast<__m512d>(n)));
 }
@@ -319,9 +297,9 @@ SOFTSHARE_INLINE Vec<double> log_mantissa(Vec<double> m) {
     return 2.0 * f * p;
 }
 
-// log(x) for a finite, positive, normal x.
+// log(x) for finite x >= 1.
 template <class T>
-SOFTSHARE_INLINE Vec<T> log_pos(Vec<T> x) {
+SOFTSHARE_INLINE Vec<T> log_ge1(Vec<T> x) {
 #if defined(__AVX512F__) && SOFTSHARE_VECTOR_BYTES == 64
     Vec<T> m, e;
     split_mantissa(x, m, e);
