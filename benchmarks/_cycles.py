@@ -7,7 +7,7 @@ Two measurement aids for ``compare_peers.py`` (never part of the package):
   (one cycle each) timed among 512-bit FMAs, on as many threads as the
   benchmark uses. A VM's cores change clock with the host's load, so the
   probe runs right before and right after the timed calls.
-- :func:`instruction_limit`: from the disassembly (``objdump``) of the compiled
+- :func:`instruction_counts`: from the disassembly (``objdump``) of the compiled
   AVX-512 float32 kernel (``process_block<float>``), the micro-ops its loops
   issue to the two 512-bit vector pipes (ports 0 and 5: every FMA, add,
   compare, vreduce, vscalef ...; loads, stores and eliminated register moves

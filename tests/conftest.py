@@ -141,10 +141,16 @@ def assert_fields_close(
         top = np.max(log_t, axis=1, keepdims=True) if w.size else np.zeros((0, 1))
         big_l = top[:, 0] + np.log(np.sum(np.exp(log_t - top), axis=1))
         gamma = np.exp(log_t - big_l[:, None])
-        cond = 1.0 + np.sum(gamma * np.abs(log_t), axis=1, keepdims=True)
+        # a log-term of -inf (pi_j = 0, or a distance whose square overflows) is a
+        # term that is exactly 0 in every precision: it adds nothing to the
+        # condition number nor to the slack (0 * inf would make the bounds NaN,
+        # which bounds nothing)
+        finite = np.isfinite(log_t)
+        abs_l = np.where(finite, np.abs(log_t), 0.0)
+        cond = 1.0 + np.sum(gamma * abs_l, axis=1, keepdims=True)
         # a responsibility that is 0 in float64 may not be in the tested precision:
         # the log-terms' own rounding, rtol (|l_ij| + |L_i|), bounds how far it can rise
-        slack = rtol * (np.abs(log_t) + np.abs(big_l)[:, None])
+        slack = np.where(finite, rtol * (abs_l + np.abs(big_l)[:, None]), 0.0)
         gamma_hi = np.exp(np.minimum(0.0, log_t - big_l[:, None] + slack))
         g = gamma * cond + (np.maximum(gamma_hi - gamma, 0.0) + atol_gamma) / rtol
         # products formed in units of sigma_j lose everything below the smallest

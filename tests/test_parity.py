@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -131,8 +133,27 @@ def test_other_real_dtypes_become_float64(dtype: type) -> None:
 
 @pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_bounds_still_bind_where_a_log_term_is_minus_inf(dtype: type) -> None:
+    # Component 1 is so narrow and so far that its float64 log-term is -inf for
+    # every weight (the squared distance overflows). The comparison helper must
+    # still bound every field: 0 * inf in its condition number once made every
+    # bound NaN, which bounded nothing.
+    mix = softshare.Mixture([0.0, 50.0], [-1.8, -706.0], [0.0, -2.0])
+    w = np.random.default_rng(0).normal(0.0, 0.3, 4096).astype(dtype)
+    with np.errstate(over="ignore"):
+        assert np.all(reference.log_terms(w.astype(np.float64), mix)[:, 1] == -np.inf)
+    native = softshare.penalty(w, mix)
+    ref = reference.penalty(w, mix)
+    assert_results_close(native, ref, tolerance(dtype), weights=w, mixture=mix)
+    off = dataclasses.replace(native, value=native.value * (1 + 100 * tolerance(dtype)))
+    with pytest.raises(AssertionError, match="value"):
+        assert_results_close(off, ref, tolerance(dtype), weights=w, mixture=mix)
+
+
+@pytest.mark.usefixtures("simd")
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_far_components_underflow_to_zero(dtype: type) -> None:
-    # Components 0 and 1 are thousands of sigmas from every weight: their
+    # Components 1 and 2 are thousands of sigmas from every weight: their
     # responsibilities underflow to exactly 0, never NaN.
     mix = softshare.Mixture([0.0, 50.0, -80.0], np.log([0.01, 0.01, 0.01]) * 2, [0.0, 0.0, 0.0])
     w = np.linspace(-0.05, 0.05, 1001).astype(dtype)
