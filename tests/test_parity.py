@@ -148,6 +148,16 @@ def test_bounds_still_bind_where_a_log_term_is_minus_inf(dtype: type) -> None:
     off = dataclasses.replace(native, value=native.value * (1 + 100 * tolerance(dtype)))
     with pytest.raises(AssertionError, match="value"):
         assert_results_close(off, ref, tolerance(dtype), weights=w, mixture=mix)
+    grad_w = native.grad_w.copy()
+    grad_w[7] *= 1 + 100 * tolerance(dtype)
+    with pytest.raises(AssertionError, match="grad_w"):
+        assert_results_close(
+            dataclasses.replace(native, grad_w=grad_w),
+            ref,
+            tolerance(dtype),
+            weights=w,
+            mixture=mix,
+        )
 
 
 @pytest.mark.usefixtures("simd")
