@@ -154,6 +154,15 @@ SOFTSHARE_INLINE void start_max(Vec<T> (&mx)[kUnroll]) {
     for (int u = 0; u < kUnroll; ++u) mx[u] = splat(-std::numeric_limits<T>::infinity());
 }
 
+// Pass 1 of a tile on its own: its log-terms (and z) in buf, their maximum mx.
+template <class T, bool kKeepZ>
+SOFTSHARE_INLINE void log_terms_pass(const TilePasses<T, kKeepZ>& tp, std::int64_t j0,
+                                     std::int64_t j1, const Vec<T> (&wt)[kUnroll],
+                                     Vec<T> (&mx)[kUnroll]) {
+    start_max<T>(mx);
+    for (std::int64_t j = j0; j < j1; ++j) tp.log_terms(j, wt, mx);
+}
+
 // Between passes 2 and 3: inv_s and L = max + log(sum); masked lanes
 // contribute nothing anywhere.
 template <class T>
@@ -187,8 +196,7 @@ SOFTSHARE_INLINE void tile_pass_z(const ComponentsView<T>& comp, std::int64_t j0
                                   Vec<T> (&inv_s)[kUnroll], Vec<T>& big_l) {
     const TilePasses<T, kKeepZ> tp(comp, j0, buf, sub);
     Vec<T> mx[kUnroll];
-    start_max<T>(mx);
-    for (std::int64_t j = j0; j < j1; ++j) tp.log_terms(j, wt, mx);
+    log_terms_pass<T, kKeepZ>(tp, j0, j1, wt, mx);
     exponentials_pass<T, kKeepZ>(tp, j0, j1, valid, mx, inv_s, big_l);
     for (int u = 0; u < kUnroll; ++u) g[u] = Vec<T>{};
     for (std::int64_t j = j0; j < j1; ++j) tp.sums(j, wt, inv_s, g);
@@ -383,8 +391,7 @@ SOFTSHARE_INLINE void pipelined_tiles(const ComponentsView<T>& comp, const T* w,
     V wt[U], valid[U], mx[U];
     prefetch_ahead<T>(w, grad_w);
     load_tile<T>(w, n < TL ? n : TL, wt, valid);
-    start_max<T>(mx);
-    for (std::int64_t j = 0; j < m; ++j) tp.log_terms(j, wt, mx);
+    log_terms_pass<T, true>(tp, 0, m, wt, mx);
     int tiles = 0;
     for (std::int64_t i0 = 0; i0 < n; i0 += TL) {
         const std::int64_t cnt = n - i0 < TL ? n - i0 : TL;
