@@ -21,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 
 import softshare
 from softshare import compress, demo
-from softshare.compress import _npzfile
+from softshare.compress._format import npz as _npzfile
 from softshare.demo import data as demo_data
 
 BOOK = np.linspace(-1.0, 1.0, 10)

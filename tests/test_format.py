@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import softshare
-from softshare import _core, _fileheader, _modelfile, compress
+from softshare import _core, compress
+from softshare.compress._format import header as _fileheader
+from softshare.compress._format import model as _modelfile
 
 AWKWARD_NAMES = [
     *("codebook", "", "a/b", "..", "nul\0", "über layer π", "0", "007", "x" * 300, "a.b.c"),

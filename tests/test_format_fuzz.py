@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 import softshare
-from softshare import _modelfile, compress
+from softshare import compress
+from softshare.compress._format import model as _modelfile
 
 EXAMPLES = max(2000, int(os.environ.get("SOFTSHARE_FUZZ_EXAMPLES", "4000")))
 

@@ -16,7 +16,7 @@ import pytest
 
 import softshare
 from softshare import _core, compress
-from softshare._fileheader import (
+from softshare.compress._format.header import (
     C_COUNT,
     C_FLAG,
     C_KIND,
@@ -28,7 +28,7 @@ from softshare._fileheader import (
     _Coder,
     encode_header,
 )
-from softshare._modelfile import MAGIC, VERSION, _varint
+from softshare.compress._format.model import MAGIC, VERSION, _varint
 
 
 def _file(head: bytes, data: bytes = b"") -> bytes:
@@ -39,7 +39,7 @@ def _file(head: bytes, data: bytes = b"") -> bytes:
 
 def _header(names: list[str], shapes: list[tuple[int, ...]]) -> bytes:
     head, _ = encode_header(
-        Header(np.zeros(1, np.float32), names, shapes, [False] * len(names), None)
+        Header(np.zeros(1, np.float32), names, shapes, [False] * len(names), None), VERSION
     )
     return head
 

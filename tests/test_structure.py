@@ -58,7 +58,7 @@ def test_sources_found() -> None:
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_module_is_short_and_states_its_job(path: Path) -> None:
     text = path.read_text()
-    assert len(text.splitlines()) <= 300, f"{path.name} has more than 300 lines"
+    assert len(text.splitlines()) <= 500, f"{path.name} has more than 500 lines (split it by job)"
     doc = ast.get_docstring(ast.parse(text))
     assert doc, f"{path.name} has no module docstring stating its job"
 
@@ -68,7 +68,6 @@ def test_module_is_short_and_states_its_job(path: Path) -> None:
     [
         ("softshare", "softshare.demo"),  # the library never reaches into the demo
         ("softshare.compress", "softshare.torch"),  # the recipe is framework-free
-        ("softshare.torch", "softshare.compress"),  # the adapter does not pull in the recipe
         ("softshare.torch", "softshare.demo"),
         ("softshare.compress", "softshare.demo"),
     ],
@@ -101,11 +100,10 @@ def test_top_level_package_never_imports_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_torch_adapter_does_not_import_the_recipe_at_run_time() -> None:
-    pytest.importorskip("torch")
+def test_compress_never_imports_torch_at_run_time() -> None:
     code = (
-        "import sys, softshare.torch; "
-        "bad = [m for m in sys.modules if m.startswith(('softshare.compress', 'softshare.demo'))]; "
+        "import sys, softshare.compress; "
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith('softshare.torch')]; "
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -103,5 +103,42 @@ def test_a_different_architecture_is_refused_with_what_differs(tmp_path: Path) -
     compress.write_file(tmp_path / "plain.sws", {"w": np.zeros(3)}, _prior().mixture())
     with pytest.raises(ValueError, match="the file no mixture"):
         sst.load_compressed(tmp_path / "plain.sws", torch.nn.Module(), _prior())
-    with pytest.raises(TypeError, match=r"need an nn\.Module and a MixturePrior"):
+    with pytest.raises(TypeError, match=r"prior must be a MixturePrior, got Mixture"):
         sst.save_compressed(path, _net(), prior=_prior().mixture())  # type: ignore[arg-type]
+
+
+def test_the_file_holds_what_the_module_holds(tmp_path: Path) -> None:
+    # biases the prior leaves out and BatchNorm's statistics are stored exactly
+    torch.manual_seed(0)
+
+    def make() -> torch.nn.Module:
+        return torch.nn.Sequential(
+            torch.nn.Linear(8, 16),
+            torch.nn.BatchNorm1d(16),
+            torch.nn.ReLU(),
+            torch.nn.Linear(16, 3),
+        )
+
+    model = make()
+    model.train()
+    model(torch.randn(64, 8))  # running statistics move away from their start
+    model.eval()
+    prior = sst.MixturePrior.from_weights(model, 5, penalize="weights")
+    state = prior.quantize_(model)
+    assert set(state.network.indices) == {"0.weight", "3.weight"}
+    written = sst.save_compressed(tmp_path / "m.sws", model, prior, state=state)
+    assert {"0.bias", "1.weight", "1.running_mean", "1.num_batches_tracked"} <= set(
+        written.network.exact
+    )
+    fresh = make().eval()
+    sst.load_compressed(tmp_path / "m.sws", fresh)
+    for (n, a), (_, b) in zip(model.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), n
+    x = torch.randn(5, 8)
+    assert torch.equal(model(x), fresh(x))
+    without = sst.save_compressed(tmp_path / "n.sws", model, prior, state=state, buffers=False)
+    assert "1.running_mean" not in without.network.exact
+    with pytest.raises(ValueError, match="meta device"):
+        sst.load_compressed(tmp_path / "m.sws", make().to("meta"))
+    with pytest.raises(ValueError, match="needs the prior that quantizes the module, or the state"):
+        sst.save_compressed(tmp_path / "x.sws", model)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -287,25 +286,35 @@ def test_penalize_weights_leaves_the_biases_alone() -> None:
 
 
 @pytest.mark.parametrize("use_pi", [True, False])
-def test_a_value_a_heavier_component_would_take_stays_put(tmp_path: Path, use_pi: bool) -> None:
+def test_the_file_holds_the_module_after_quantize_and_requantize(
+    tmp_path: Path, use_pi: bool
+) -> None:
     # the light component's weights lie beyond 0.5, but at its own mean the zero
     # component (by MAP: far heavier; by likelihood: far narrower) is the likelier
-    # one: quantize_ narrows the light component so that assigning the quantized
-    # module afresh (snapshot, save_compressed) keeps every weight where it is
+    # one: assigning the quantized module afresh would move them. save_compressed
+    # given the state writes it as it is: the file holds exactly the module, and
+    # the prior's variances are left alone
     mean, sigma = (0.25, [0.1, 0.1]) if use_pi else (0.05, [0.05, 0.5])
     mixture = softshare.Mixture.from_pi_sigma([0.999, 0.001], [0.0, mean], sigma)
     prior = sst.MixturePrior.from_mixture(mixture, dtype=torch.float64, zero_component=True)
     w = nn.Parameter(torch.tensor([0.0, 0.6, 0.7, 0.01], dtype=torch.float64))
     assert prior.snapshot(torch.tensor([mean]), use_pi=use_pi).weights()["0"].item() == 0.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        state = prior.quantize_([w], use_pi=use_pi)
+    module = nn.ParameterList([w])
+    state = prior.quantize_(module, use_pi=use_pi)
     assert w.tolist() == [0.0, mean, mean, 0.0]
-    assert prior.log_var[1] < mixture.log_var[1]
-    assert prior.log_var[0] == mixture.log_var[0]
-    assert prior.snapshot([w], use_pi=use_pi).indices["0"].tolist() == state.indices["0"].tolist()
-    written = sst.save_compressed(tmp_path / "w.sws", nn.ParameterList([w]), prior, use_pi=use_pi)
+    np.testing.assert_array_equal(prior.log_var.detach().numpy(), mixture.log_var)
+    written = sst.save_compressed(tmp_path / "w.sws", module, prior, state=state)
     assert written.indices["0"].tolist() == state.indices["0"].tolist()
+    np.testing.assert_array_equal(compress.read_file(tmp_path / "w.sws")["0"], w.detach().numpy())
+    with torch.no_grad():
+        w += torch.tensor([0.0, 0.01, 0.03, 0.0], dtype=torch.float64)
+    state = prior.requantize_(module, state)
+    assert w.tolist() == [0.0, mean + 0.02, mean + 0.02, 0.0]
+    sst.save_compressed(tmp_path / "w.sws", module, prior, state=state)
+    np.testing.assert_array_equal(compress.read_file(tmp_path / "w.sws")["0"], w.detach().numpy())
+    fresh = nn.ParameterList([nn.Parameter(torch.zeros(4, dtype=torch.float64))])
+    sst.load_compressed(tmp_path / "w.sws", fresh)
+    assert torch.equal(fresh[0], w)
 
 
 def test_bad_input_raises_clear_errors() -> None:
@@ -346,9 +355,13 @@ def test_bad_input_raises_clear_errors() -> None:
         prior.snapshot(torch.zeros(0))
     with pytest.raises(ValueError, match="n_components must be >= 2"):
         sst.MixturePrior.from_weights(TinyNet(), 1)
-    named = sst.QuantizedState(
-        torch.zeros(1), {"codebook": torch.zeros(2, dtype=torch.int64)}, (0,), (2,), 0, True
+    network = compress.QuantizedNetwork(
+        codebook=np.zeros(1, np.float32),
+        indices={"codebook": np.zeros(2, np.uint8)},
+        dtypes={"codebook": np.dtype(np.float32)},
+        counts=(2,),
     )
+    named = sst.QuantizedState(network, use_pi=True)
     with pytest.raises(ValueError, match="called 'codebook'"):
         named.export()
 

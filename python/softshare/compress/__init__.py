@@ -7,23 +7,24 @@ storage cost in the sparse format of Han, Mao & Dally (2016) with real Huffman
 code lengths, with an export/load pair that reconstructs the quantized weights
 exactly, and the compressed model file that stores them entropy-coded
 (:func:`write_file`, :func:`read_file`, :func:`inspect_file`; docs/format.md).
-:mod:`softshare.demo` runs the whole recipe with PyTorch. The steps that
-:mod:`softshare.torch` also offers (initialisation, merging, the storage
-report) live in private top-level modules that both packages import.
+A quantized network is one value, :class:`QuantizedNetwork` (:func:`quantize_network`),
+that the report, the file and ``softshare.torch``'s ``QuantizedState`` share.
+:mod:`softshare.torch` builds its recipe on this package; this package never imports torch.
 """
 
 from __future__ import annotations
 
-from .._codes import huffman_code_lengths, sparse_entries
-from .._hyperprior import HyperPrior
-from .._initmix import init_mixture
-from .._merge import MergeReport, merge_components, symmetric_kl
-from .._storage import CompressionReport, LayerCost, compression_report
+from ._codes import huffman_code_lengths, sparse_entries
 from ._em import em_step, log_likelihood
 from ._export import export_indices, export_quantized, load_quantized, save_quantized
 from ._file import ModelFile, inspect_file, read_file, write_file
-from ._npzfile import read_npz
+from ._format.npz import read_npz
+from ._hyperprior import HyperPrior
+from ._initmix import init_mixture
+from ._merge import MergeReport, merge_components, symmetric_kl
+from ._network import QuantizedNetwork, quantize_network
 from ._quantize import assign, quantize
+from ._storage import CompressionReport, LayerCost, compression_report
 
 __all__ = [
     "CompressionReport",
@@ -31,6 +32,7 @@ __all__ = [
     "LayerCost",
     "MergeReport",
     "ModelFile",
+    "QuantizedNetwork",
     "assign",
     "compression_report",
     "em_step",
@@ -43,6 +45,7 @@ __all__ = [
     "log_likelihood",
     "merge_components",
     "quantize",
+    "quantize_network",
     "read_file",
     "read_npz",
     "save_quantized",

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._atomic import replace_atomically
 from .._inputs import as_mixture
-from . import _npzfile
-from ._quantize import assign
+from ._format import npz as _npzfile
+from ._format.atomic import replace_atomically
+from ._network import quantize_network
+from ._passes import index_dtype
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -99,7 +100,7 @@ def export_indices(
     used = np.flatnonzero(in_use)
     remap = np.zeros(book.size, dtype=np.int64)
     remap[used] = np.arange(used.size)
-    dtype = np.uint8 if used.size <= 256 else np.uint16 if used.size <= 65_536 else np.uint32
+    dtype = index_dtype(used.size)
     out: dict[str, NDArray[Any]] = {"codebook": book[used]}
     for name, idx in raw.items():
         out[name] = remap[idx].astype(dtype)
@@ -126,9 +127,10 @@ def export_quantized(
         As :func:`export_indices`, the codebook being the means in use (the
         zero first when present).
     """
-    mix = as_mixture(mixture)
-    raw = {name: assign(np.asarray(a), mix, use_pi=use_pi) for name, a in layers.items()}
-    return export_indices(raw, mix.mu)
+    if "codebook" in layers:
+        msg = "a layer called 'codebook' cannot be exported beside the codebook"
+        raise ValueError(msg)
+    return quantize_network(layers, as_mixture(mixture), use_pi=use_pi).export()
 
 
 def load_quantized(

@@ -1,7 +1,7 @@
 """The compressed model file from NumPy: write quantized layers, read them back, inspect a file.
 
 The format (docs/format.md) entropy-codes every layer's sparse positions and
-codebook indices; :mod:`softshare._modelfile` writes and reads it.
+codebook indices; :mod:`softshare.compress._format.model` writes and reads it.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._assign import quantize_layers
-from .._modelfile import ModelFile, read_model, write_model
 from ._export import _checked
+from ._format.model import ModelFile, read_model, write_model
+from ._network import QuantizedNetwork, quantize_network
+from ._passes import index_dtype, value_counts
 
 if TYPE_CHECKING:
     import os
@@ -27,7 +28,7 @@ __all__ = ["ModelFile", "inspect_file", "read_file", "write_file"]
 
 def write_file(
     path: str | os.PathLike[str],
-    layers: Mapping[str, ArrayLike],
+    layers: Mapping[str, ArrayLike] | QuantizedNetwork,
     mixture: Mixture | None = None,
     *,
     use_pi: bool = True,
@@ -41,8 +42,9 @@ def write_file(
     ----------
     path : str or PathLike
         The file to write (no suffix is added; ``.sws`` is the custom).
-    layers : mapping of str to array_like
-        With ``mixture``: the weights (any shapes), quantized to the means of
+    layers : QuantizedNetwork or mapping of str to array_like
+        A :class:`QuantizedNetwork` (from :func:`quantize_network`), written as
+        it is (its mixture too, when it keeps one). With ``mixture``: the weights (any shapes), quantized to the means of
         their most responsible components; float32 layers are read back as
         float32, any other real dtype as float64. Without: an export, as from
         :func:`export_quantized` or :func:`export_indices` (a ``"codebook"``
@@ -77,9 +79,18 @@ def write_file(
     >>> compress.write_file("model.sws", w, mix).file_bytes  # doctest: +SKIP
     """
     given: object = layers  # callers without type checking pass anything
+    if isinstance(given, QuantizedNetwork):
+        if mixture is not None:
+            msg = "layers is a QuantizedNetwork, already quantized: write it without a mixture"
+            raise ValueError(msg)
+        return write_model(path, given)
     if not isinstance(given, Mapping):
-        msg = f"layers must be a mapping of names to arrays (or an export), got {type(given).__name__}"
+        msg = (
+            "layers must be a QuantizedNetwork or a mapping of names to arrays (or an export), "
+            f"got {type(given).__name__}"
+        )
         raise TypeError(msg)
+    layers = given
     unsigned = [np.asarray(v).dtype.kind == "u" for k, v in layers.items() if k != "codebook"]
     if mixture is not None and "codebook" in layers and unsigned and all(unsigned):
         msg = "layers is an export (a codebook and index arrays): write it without a mixture"
@@ -90,9 +101,16 @@ def write_file(
             raise ValueError(msg)
         book: NDArray[np.floating]
         book, indices = _checked(layers)
-        return write_model(path, book, indices, dict.fromkeys(indices, False), None)
-    book, idx, float64 = quantize_layers(layers, mixture, use_pi=use_pi)
-    return write_model(path, book, dict(idx), float64, mixture if keep_mixture else None)
+        width = index_dtype(book.size)
+        network = QuantizedNetwork(
+            codebook=book,
+            indices={n: np.asarray(i).astype(width, copy=False) for n, i in indices.items()},
+            dtypes={n: np.dtype(np.float32) for n in indices},
+            counts=tuple(int(c) for c in value_counts(indices.values(), book.size)),
+        )
+        return write_model(path, network)
+    network = quantize_network(layers, mixture, use_pi=use_pi, keep_mixture=keep_mixture)
+    return write_model(path, network)
 
 
 def read_file(path: str | os.PathLike[str]) -> dict[str, NDArray[np.floating]]:

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._assign import assign_components
 from .._inputs import as_mixture, as_weights
+from ._passes import assign_into, real_layers
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -36,7 +36,11 @@ def assign(weights: ArrayLike, mixture: Mixture, *, use_pi: bool = True) -> NDAr
     ndarray of intp
         The component index of every weight, shaped like ``weights``.
     """
-    return assign_components(weights, mixture, use_pi=use_pi)
+    mix = as_mixture(mixture)
+    arr = real_layers({"weights": weights})["weights"]
+    out = np.empty(arr.shape, dtype=np.intp)
+    assign_into(arr.reshape(-1), mix, out.reshape(-1), use_pi=use_pi)
+    return out
 
 
 def quantize(
@@ -67,5 +71,11 @@ def quantize(
     for arr, shape in zip(w.flat, w.shapes):
         idx = assign(arr, mix, use_pi=use_pi).reshape(shape)
         indices.append(idx)
-        quantized.append(mix.mu[idx].astype(arr.dtype))
+        with np.errstate(over="ignore"):
+            q = mix.mu[idx].astype(arr.dtype)
+        if not np.isfinite(q).all():
+            bad = mix.mu[idx.reshape(-1)[np.flatnonzero(~np.isfinite(q.reshape(-1)))[0]]]
+            msg = f"the mean {bad} in use is not finite in {arr.dtype}, the weights' dtype"
+            raise ValueError(msg)
+        quantized.append(q)
     return quantized, indices

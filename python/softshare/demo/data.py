@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..compress._npzfile import read_npz
+from ..compress import read_npz
 
 _SIDE = 28  # MNIST's images: 28 x 28 pixels
 _MAX_BYTES = 1 << 28  # per IDX file or .npz (MNIST's largest, its training images: 47 MB)

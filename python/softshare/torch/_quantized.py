@@ -1,89 +1,101 @@
-"""A quantized module's state (every parameter's index into a codebook), made and written back.
+"""A quantized module's state: a :class:`~softshare.compress.QuantizedNetwork` over its tensors, made and written back.
 
-:class:`QuantizedState`; :func:`quantized_state` assigns tensors to a mixture's
-components as :func:`softshare.torch.save_compressed` does, :func:`write_state`
-writes a state (its codebook refitted to the weights' means, when asked) into them.
+:class:`QuantizedState`; :func:`make_state` assigns tensors to a mixture's
+components once, :func:`write_state` writes a state's values into them (CPU
+float32/float64 tensors in place through the native passes, others by copy).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .._assign import assign_components, quantize_layers
-from .._mixture import Mixture
-from .._storage import CompressionReport, compression_report
+from ..compress._network import QuantizedNetwork, quantize_network
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from numpy.typing import NDArray
 
-__all__ = [
-    "QuantizedState",
-    "check_flag",
-    "narrowed_log_vars",
-    "numpy_weights",
-    "quantized_state",
-    "write_state",
-]
+    from .._mixture import Mixture
+    from ..compress._storage import CompressionReport
+
+__all__ = ["QuantizedState", "check_flag", "make_state", "numpy_weights", "write_state"]
+
+_NATIVE = (torch.float32, torch.float64)
 
 
-@dataclass(frozen=True, eq=False)  # tensors: equal by identity only
+@dataclass(frozen=True, eq=False)  # arrays: equal by identity only
 class QuantizedState:
-    """What quantization made of a module: every weight's index into a codebook.
+    """What quantization made of a module: every penalised weight's index into a codebook.
 
     :meth:`MixturePrior.snapshot` and :meth:`MixturePrior.quantize_` return one;
     :meth:`MixturePrior.requantize_` returns a new one (a state is never
-    changed, so keeping one keeps it: e.g. the best epoch of fine-tuning).
+    changed, so keeping one keeps it: e.g. the best epoch of fine-tuning);
+    :func:`softshare.torch.save_compressed` writes one as it is.
 
     Attributes
     ----------
-    codebook : Tensor, shape (K,)
-        The shared values: the means of the prior's components that some weight
-        is assigned to, in component order; float32 when every parameter is
-        float32, else float64; on the CPU.
-    indices : dict of str to Tensor of int64
-        Every quantized parameter's codebook indices, in its shape and on its
-        device; named as :meth:`MixturePrior.named_penalized_parameters` names them.
-    components : tuple of int
-        The prior's component behind each codebook value.
-    counts : tuple of int
-        The number of weights that hold each codebook value.
-    zero_index : int
-        The codebook index of the zero component (its value exactly 0), or K
-        when the prior has no zero component or no weight is assigned to it.
+    network : softshare.compress.QuantizedNetwork
+        The framework-free value: the codebook, every parameter's indices
+        (uint8, uint16 or uint32), dtypes, counts, components and the mixture.
     use_pi : bool
         Whether the assignment was MAP (True) or by likelihood alone.
+    generation : int
+        The prior's generation it was made for (``merge_`` starts a new one).
     """
 
-    codebook: Tensor
-    indices: dict[str, Tensor]
-    components: tuple[int, ...]
-    counts: tuple[int, ...]
-    zero_index: int
+    network: QuantizedNetwork
     use_pi: bool
+    generation: int = 0
+
+    @property
+    def codebook(self) -> Tensor:
+        """The shared values, shape (K,): float32 when every parameter is float32, else float64."""
+        return torch.tensor(self.network.codebook)
+
+    @property
+    def indices(self) -> dict[str, Tensor]:
+        """Every parameter's codebook indices in its shape, as int64 tensors on the CPU.
+
+        Copies made on each access, for indexing (torch reads a uint8 index
+        tensor as a mask); ``network.indices`` holds the compact arrays.
+        """
+        return {n: torch.from_numpy(i.astype(np.int64)) for n, i in self.network.indices.items()}
+
+    @property
+    def components(self) -> tuple[int, ...]:
+        """The prior's component behind each codebook value."""
+        return self.network.components or ()
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """The number of weights that hold each codebook value."""
+        return self.network.counts
+
+    @property
+    def zero_index(self) -> int:
+        """The codebook index of the value 0 (its weights are not stored), or K."""
+        return self.network.zero_index
 
     @property
     def n_weights(self) -> int:
         """Number of quantized weights."""
-        return sum(int(i.numel()) for i in self.indices.values())
+        return self.network.n_weights
 
     @property
     def nonzero_fraction(self) -> float:
         """Fraction of the quantized weights that are not exactly 0."""
-        nonzero = sum(int((i != self.zero_index).sum()) for i in self.indices.values())
-        return nonzero / max(self.n_weights, 1)
+        return self.network.nonzero_fraction
 
     def weights(self) -> dict[str, Tensor]:
-        """Every parameter's quantized values (the codebook's dtype, the indices' device)."""
-        return {n: self.codebook.to(i.device)[i] for n, i in self.indices.items()}
+        """Every parameter's quantized values, in its dtype, on the CPU."""
+        return {n: torch.from_numpy(self.network.layer(n)) for n in self.network.indices}
 
     def export(self) -> dict[str, Tensor]:
         """The state as :func:`softshare.compress.export_indices` lays an export out.
@@ -92,7 +104,8 @@ class QuantizedState:
         -------
         dict of str to Tensor
             ``"codebook"`` (float32) and every parameter's indices on the CPU
-            (uint8 for at most 256 values, else int32); ``torch.save`` keeps it,
+            (uint8 up to 256 values, uint16 up to 65,536, else uint32: the
+            rule of the file and of every export); ``torch.save`` keeps it,
             and :func:`softshare.compress.load_quantized` rebuilds the weights.
 
         Raises
@@ -100,13 +113,7 @@ class QuantizedState:
         ValueError
             If a parameter is called ``"codebook"``.
         """
-        if "codebook" in self.indices:
-            msg = "a parameter called 'codebook' cannot be exported beside the codebook"
-            raise ValueError(msg)
-        dtype = torch.uint8 if self.codebook.numel() <= 256 else torch.int32
-        out = {"codebook": self.codebook.float()}
-        out.update((n, i.to("cpu", dtype)) for n, i in self.indices.items())
-        return out
+        return {n: torch.from_numpy(a.copy()) for n, a in self.network.export().items()}
 
     def compression_report(
         self,
@@ -116,10 +123,10 @@ class QuantizedState:
     ) -> CompressionReport:
         """The storage cost of these indices in Han et al.'s sparse format.
 
-        As :func:`softshare.compress.compression_report` (the same
-        ``CompressionReport``: ``nonzero_fraction``, ``bits_huffman``,
-        ``ratio``, ``to_markdown()``, ``with_file(save_compressed(...))``), the
-        zero component's weights not stored.
+        :meth:`softshare.compress.QuantizedNetwork.compression_report`: the
+        ``CompressionReport`` of :func:`softshare.compress.compression_report`
+        (``nonzero_fraction``, ``bits_huffman``, ``ratio``, ``to_markdown()``,
+        ``with_file(save_compressed(...))``), the value 0 not stored.
 
         Parameters
         ----------
@@ -127,7 +134,7 @@ class QuantizedState:
             By default a parameter of 3 or more dimensions is "conv", any
             other "dense".
         index_bits : mapping, default {"conv": 8, "dense": 5}
-            Width of the relative index for each kind.
+            Width of the relative index for each kind (an int from 1 to 16).
 
         Returns
         -------
@@ -137,17 +144,9 @@ class QuantizedState:
         Raises
         ------
         ValueError
-            If a kind has no index width.
+            If a kind has no index width, or a width is out of range.
         """
-        every = {n: "conv" if i.dim() > 2 else "dense" for n, i in self.indices.items()}
-        every.update(kinds or {})
-        return compression_report(
-            {n: i.cpu().numpy() for n, i in self.indices.items()},
-            self.codebook.numpy(),
-            kinds=every,
-            index_bits=index_bits,
-            zero_index=self.zero_index,
-        )
+        return self.network.compression_report(kinds=kinds, index_bits=index_bits)
 
 
 def check_flag(name: str, value: object) -> None:
@@ -157,10 +156,21 @@ def check_flag(name: str, value: object) -> None:
         raise TypeError(msg)
 
 
-def numpy_weights(named: Mapping[str, Tensor]) -> dict[str, NDArray[np.floating]]:
-    """NumPy views of detached CPU copies: float32 and float64 kept, other real floats as float64.
+def _is_native(p: Tensor) -> bool:
+    """Whether the native passes may read and write ``p``'s memory as a NumPy array."""
+    return (
+        p.device.type == "cpu"
+        and p.dtype in _NATIVE
+        and p.is_contiguous()
+        and p.layout == torch.strided
+    )
 
-    Raises TypeError, naming the tensor, for anything but a real floating-point tensor.
+
+def numpy_weights(named: Mapping[str, Tensor]) -> dict[str, NDArray[np.floating]]:
+    """NumPy arrays of the tensors' values: views of CPU float32/float64 tensors, else copies.
+
+    Copies are float64 for other real floating dtypes. Raises TypeError,
+    naming the tensor, for anything but a real floating-point tensor.
     """
     out: dict[str, NDArray[np.floating]] = {}
     for name, p in named.items():
@@ -168,116 +178,67 @@ def numpy_weights(named: Mapping[str, Tensor]) -> dict[str, NDArray[np.floating]
             what = f"dtype {p.dtype}" if isinstance(p, Tensor) else f"a {type(p).__name__}"
             msg = f"parameter {name!r} is {what}: only real floating-point tensors are quantized"
             raise TypeError(msg)
-        t = p.detach().cpu()
-        out[name] = (t if t.dtype in (torch.float32, torch.float64) else t.double()).numpy()
+        if p.device.type == "meta":
+            msg = f"parameter {name!r} is on the meta device: it holds no values"
+            raise ValueError(msg)
+        t = p.detach()
+        if not _is_native(t):
+            t = t.cpu().contiguous()
+            t = t if t.dtype in _NATIVE else t.double()
+        out[name] = t.numpy()
     return out
 
 
-def quantized_state(
-    chosen: Mapping[str, Tensor], mixture: Mixture, *, use_pi: bool, zero_component: bool
+def make_state(
+    chosen: Mapping[str, Tensor], mixture: Mixture, *, use_pi: bool, generation: int
 ) -> QuantizedState:
-    """The tensors' assignment to the mixture's components, as ``save_compressed`` makes it."""
-    layers = numpy_weights(chosen)
-    book, indices, _ = quantize_layers(layers, mixture, use_pi=use_pi)
-    if not any(i.size for i in indices.values()):
+    """The tensors' assignment to the mixture's components: one pass per tensor, nothing written."""
+    network = quantize_network(numpy_weights(chosen), mixture, use_pi=use_pi)
+    if not network.n_weights:
         msg = "the parameters hold no weights: nothing to quantize"
         raise ValueError(msg)
-    # the component behind each codebook value: that of any one weight holding it
-    sample = np.empty(book.size)
-    flat = np.concatenate([i.reshape(-1) for i in indices.values()])
-    for name, idx in indices.items():
-        values, first = np.unique(idx.reshape(-1), return_index=True)
-        sample[values] = layers[name].reshape(-1)[first]
-    components = tuple(int(c) for c in assign_components(sample, mixture, use_pi=use_pi))
-    return QuantizedState(
-        codebook=torch.from_numpy(np.array(book)),
-        indices={
-            n: torch.from_numpy(i.astype(np.int64)).to(chosen[n].device) for n, i in indices.items()
-        },
-        components=components,
-        counts=tuple(int(c) for c in np.bincount(flat, minlength=book.size)),
-        zero_index=0 if zero_component and components[0] == 0 else book.size,
-        use_pi=use_pi,
-    )
+    return QuantizedState(network=network, use_pi=use_pi, generation=generation)
 
 
-def write_state(
-    chosen: Mapping[str, Tensor], state: QuantizedState, *, refit: bool
-) -> QuantizedState:
-    """Write ``state`` (its codebook refitted first, when asked) into the tensors; return it.
+def _check_fits(chosen: Mapping[str, Tensor], state: object) -> QuantizedState:
+    """``state`` if it is a QuantizedState of these tensors' names and shapes; else an error."""
+    if not isinstance(state, QuantizedState):
+        msg = f"state must be a QuantizedState (from quantize_), got {type(state).__name__}"
+        raise TypeError(msg)
+    shapes = {n: tuple(p.shape) for n, p in chosen.items()}
+    have = {n: tuple(i.shape) for n, i in state.network.indices.items()}
+    if shapes != have:
+        msg = f"the parameters {str(shapes)[:300]} are not the state's {str(have)[:300]}"
+        raise ValueError(msg)
+    return state
+
+
+def write_state(chosen: Mapping[str, Tensor], state: object, *, refit: bool) -> QuantizedState:
+    """Write ``state`` (its codebook refitted to the tensors first, when asked) into them; return it.
 
     TypeError for a ``state`` or ``refit`` of the wrong type, ValueError for
     tensors that are not the state's.
     """
-    given: object = state  # callers without type checking pass anything
-    if not isinstance(given, QuantizedState):
-        msg = f"state must be a QuantizedState (from quantize_), got {type(given).__name__}"
-        raise TypeError(msg)
+    state = _check_fits(chosen, state)
     check_flag("refit", refit)
-    shapes = {n: tuple(p.shape) for n, p in chosen.items()}
-    have = {n: tuple(i.shape) for n, i in state.indices.items()}
-    if shapes != have:
-        msg = f"the parameters {str(shapes)[:300]} are not the state's {str(have)[:300]}"
-        raise ValueError(msg)
+    if refit:
+        network = state.network.refitted(numpy_weights(chosen))
+        state = dataclasses.replace(state, network=network)
     with torch.no_grad():
-        if refit:
-            state = dataclasses.replace(state, codebook=_refit(chosen, state))
         for name, p in chosen.items():
-            p.copy_(torch.take(state.codebook.to(p.device), state.indices[name]))
+            if _is_native(p):
+                state.network.layer(name, out=p.detach().numpy())
+                torch.autograd.graph.increment_version(p)
+            else:
+                p.copy_(torch.from_numpy(state.network.layer(name)))
     return state
 
 
-def _refit(chosen: Mapping[str, Tensor], state: QuantizedState) -> Tensor:
-    """Each codebook value moved to the mean of the weights assigned to it (the zero kept).
-
-    The mean of the weights' offsets from their values, summed in float32 (in
-    float64 for float64 weights): accurate to the offsets' rounding.
-    """
-    k = state.codebook.numel()
-    shift = torch.zeros(k, dtype=torch.float64)
-    for name, p in chosen.items():
-        idx = state.indices[name].reshape(-1)
-        acc = torch.promote_types(p.dtype, torch.float32)
-        offsets = p.reshape(-1).to(acc) - torch.take(state.codebook.to(p.device, acc), idx)
-        shift += torch.zeros(k, dtype=acc, device=p.device).index_add_(0, idx, offsets).cpu()
-    if not bool(torch.isfinite(shift).all()):
-        msg = "a weight is not finite: the optimizer step diverged"
-        raise ValueError(msg)
-    book = state.codebook.double() + shift / torch.tensor(state.counts, dtype=torch.float64)
-    if state.zero_index < k:
-        book[state.zero_index] = 0.0
-    return book.to(state.codebook.dtype)
-
-
-def narrowed_log_vars(state: QuantizedState, mixture: Mixture) -> dict[int, float]:
-    """New log-variances for the components the mixture would not assign their own value to.
-
-    :func:`softshare.torch.save_compressed` and :meth:`MixturePrior.snapshot`
-    assign a module's weights afresh: a value ``c`` of component ``k`` that
-    another component is more responsible for (a light component near a heavy
-    one) would move. Narrowing ``k`` (only ever narrowing) until it wins at
-    ``c`` by a factor 4 keeps every value where it is; the assignment of the
-    weights at the values is all that depends on it. Warns if that fails.
-    """
-    values = state.codebook.double().numpy()
-    own = np.array(state.components)
-    mu, log_var, log_pi = mixture.mu, mixture.log_var.copy(), mixture.log_pi
-    if not state.use_pi:
-        log_pi = np.zeros_like(log_pi)
-    for _ in range(own.size + 1):
-        again = assign_components(values, Mixture(mu, log_var, mixture.logit), use_pi=state.use_pi)
-        moved = np.flatnonzero(again != own)
-        if not moved.size:
-            return {int(k): float(v) for k, v in enumerate(log_var) if v != mixture.log_var[k]}
-        for b in moved.tolist():
-            k, c = own[b], values[b]
-            terms = log_pi - 0.5 * log_var - (c - mu) ** 2 * (0.5 * np.exp(-log_var))
-            rival = np.max(np.delete(terms, k))
-            log_var[k] = max(min(log_var[k], 2.0 * (log_pi[k] - rival) - 2.0 * np.log(4.0)), -700.0)
-    msg = (
-        f"the prior assigns the values of components {own[moved][:5].tolist()} to components "
-        f"{again[moved][:5].tolist()}: save_compressed and snapshot would not reproduce these "
-        "weights (state.export() and state.compression_report() do)"
+def with_exact(
+    state: QuantizedState, exact: Mapping[str, Any], mixture: Mixture | None
+) -> QuantizedNetwork:
+    """The state's network with these tensors kept exact beside it, and ``mixture`` (or its own)."""
+    network = state.network
+    return dataclasses.replace(
+        network, exact=dict(exact), mixture=mixture if mixture is not None else network.mixture
     )
-    warnings.warn(msg, RuntimeWarning, stacklevel=3)
-    return {}

@@ -1,8 +1,9 @@
 """The recipe's steps as ``MixturePrior`` methods: init, merge, quantize, fine-tune, report.
 
-The rules of :mod:`softshare.compress`, whose NumPy code they share (``softshare._initmix``,
-``_merge``, ``_assign``, ``_storage``), applied in place to the parameters a prior
-penalises, so that a plain PyTorch loop runs the whole recipe with tensors only.
+The rules of :mod:`softshare.compress`, whose code they call (``init_mixture``,
+``merge_components``, ``quantize_network`` and its native passes), applied in place
+to the parameters a prior penalises, so that a plain PyTorch loop runs the whole
+recipe with tensors in and out.
 """
 
 from __future__ import annotations
@@ -13,23 +14,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._initmix import init_mixture
-from .._merge import MergeReport, merge_components
-from ._quantized import (
-    QuantizedState,
-    check_flag,
-    narrowed_log_vars,
-    numpy_weights,
-    quantized_state,
-    write_state,
-)
+from ..compress._initmix import init_mixture
+from ..compress._merge import MergeReport, merge_components
+from ._quantized import QuantizedState, check_flag, make_state, numpy_weights, write_state
 from ._select import selected
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .._mixture import Mixture
-    from .._storage import CompressionReport
+    from ..compress._storage import CompressionReport
     from ._checks import TensorOrTensors
     from .prior import MixturePrior
 
@@ -45,6 +39,7 @@ class RecipeSteps:
         logit: nn.Parameter
         zero_component: bool
         pi_zero: float | None
+        _generation: int
 
         @classmethod
         def from_mixture(
@@ -172,7 +167,12 @@ class RecipeSteps:
             for param, values in zip((self.mu, self.log_var, self.logit), news):
                 param.data = torch.tensor(np.array(values), dtype=param.dtype, device=param.device)
                 param.grad = None
+        self._generation = self._generation_now() + 1  # states made before no longer fit
         return report
+
+    def _generation_now(self) -> int:
+        """How many times ``merge_`` changed the components (a state remembers it)."""
+        return int(getattr(self, "_generation", 0))
 
     def snapshot(
         self, model_or_params: nn.Module | TensorOrTensors, *, use_pi: bool = True
@@ -205,8 +205,8 @@ class RecipeSteps:
         """
         check_flag("use_pi", use_pi)
         chosen = self._chosen(model_or_params)
-        zero = self.zero_component
-        return quantized_state(chosen, self.mixture(), use_pi=use_pi, zero_component=zero)
+        generation = self._generation_now()
+        return make_state(chosen, self.mixture(), use_pi=use_pi, generation=generation)
 
     def compression_report(
         self,
@@ -263,10 +263,10 @@ class RecipeSteps:
         only the codebook learns (with plain SGD each value moves by the mean
         of its weights' gradients times the learning rate). ``refit=False``
         writes ``state`` back unchanged (e.g. to restore the best epoch's).
-        The prior's means of the components in use are set to the values (and
-        a light component's variance narrowed where a heavier one would take
-        its value), so that :func:`softshare.torch.save_compressed` and
-        :meth:`snapshot` assign every weight as ``state`` does.
+        The prior's means of the components in use are set to the values;
+        :func:`softshare.torch.save_compressed` given the returned state
+        writes exactly the weights the module holds (the assignment is never
+        computed again).
 
         Parameters
         ----------
@@ -287,12 +287,18 @@ class RecipeSteps:
         TypeError
             If ``state`` is not a QuantizedState.
         ValueError
-            If the penalised parameters' names or shapes differ from the state's.
+            If the penalised parameters' names or shapes differ from the state's,
+            or the state was made before :meth:`merge_` changed the components.
         """
+        given: object = state
+        if isinstance(given, QuantizedState) and given.generation != self._generation_now():
+            msg = (
+                "the state was made before merge_ changed the prior's components: "
+                "quantize_ again to make a state for the merged prior"
+            )
+            raise ValueError(msg)
         state = write_state(self._chosen(model_or_params), state, refit=refit)
         with torch.no_grad():
             comps = torch.tensor(state.components, device=self.mu.device)
             self.mu[comps] = state.codebook.to(self.mu)
-            for k, log_var in narrowed_log_vars(state, self.mixture()).items():
-                self.log_var[k] = log_var
         return state

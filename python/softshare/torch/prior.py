@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from .._formulas import beta_neg_log_density, gamma_neg_log_density
-from .._hyperprior import HyperPrior
 from .._mixture import Mixture
+from ..compress._hyperprior import HyperPrior
 from ._checks import TensorOrTensors, checked_inputs
 from ._compute import mixture_of
 from ._op import penalty

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._inputs import as_mixture
-from ._mixture import Mixture
-from ._penalty import penalty
+from .._inputs import as_mixture
+from .._mixture import Mixture
+from .._penalty import penalty
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from ._inputs import WeightsLike
+    from .._inputs import WeightsLike
 
 
 def _symmetric_kl(mu: NDArray[np.float64], var: NDArray[np.float64]) -> NDArray[np.float64]:

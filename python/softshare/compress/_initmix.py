@@ -9,21 +9,29 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._inputs import as_weights
-from ._mixture import Mixture
+from .._inputs import as_weights
+from .._mixture import Mixture
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from ._inputs import WeightsLike
+    from .._inputs import WeightsLike
 
 
-def _flat64(weights: WeightsLike) -> NDArray[np.float64]:
-    """All the weights as one float64 vector (empty for no weights)."""
-    w = as_weights(weights)
-    if not w.flat:
-        return np.zeros(0)
-    return np.concatenate([a.astype(np.float64, copy=False) for a in w.flat])
+def _range(flat: list[NDArray[np.floating]]) -> tuple[float, float]:
+    """The weights' smallest and largest value, one pass each over every array, no copy.
+
+    NaN or inf anywhere makes one of them non-finite: a ValueError.
+    """
+    if not any(a.size for a in flat):
+        msg = "init_mixture needs at least one weight"
+        raise ValueError(msg)
+    lo = min(float(np.min(a)) for a in flat if a.size)
+    hi = max(float(np.max(a)) for a in flat if a.size)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        msg = "weights must be finite"
+        raise ValueError(msg)
+    return lo, hi
 
 
 def init_mixture(
@@ -48,8 +56,8 @@ def init_mixture(
     pi_zero : float, default 0.999
         Initial mixing proportion of the zero component (0 < pi_zero < 1).
     spread : {"range", "quantile"}, default "range"
-        Means evenly over [min, max] of the weights, or at evenly spaced
-        quantiles of them.
+        Means evenly over [min, max] of the weights (one pass each, no copy),
+        or at evenly spaced quantiles of them (a sorted float64 copy of all).
     sigma : float, optional
         Shared initial standard deviation; by default a quarter of the spacing
         of the means.
@@ -65,13 +73,8 @@ def init_mixture(
         If there are no weights or some are not finite, or an argument is out
         of its range.
     """
-    w = _flat64(weights)
-    if w.size == 0:
-        msg = "init_mixture needs at least one weight"
-        raise ValueError(msg)
-    if not np.all(np.isfinite(w)):
-        msg = "weights must be finite"
-        raise ValueError(msg)
+    flat = as_weights(weights).flat
+    lo, hi = _range(flat)
     n_free = n_components - (1 if zero_component else 0)
     if n_free < 1:
         msg = f"n_components must be >= {2 if zero_component else 1}, got {n_components}"
@@ -79,10 +82,10 @@ def init_mixture(
     if zero_component and not 0.0 < pi_zero < 1.0:
         msg = f"pi_zero must be in (0, 1), got {pi_zero}"
         raise ValueError(msg)
-    lo, hi = float(np.min(w)), float(np.max(w))
     if spread == "range":
         means = np.linspace(lo, hi, n_free) if n_free > 1 else np.array([0.5 * (lo + hi)])
     elif spread == "quantile":
+        w = np.concatenate([a.astype(np.float64, copy=False).reshape(-1) for a in flat])
         means = np.quantile(w, np.linspace(0.0, 1.0, n_free + 2)[1:-1])
     else:
         msg = f"spread must be 'range' or 'quantile', got {spread!r}"

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._formulas import beta_neg_log_density, gamma_neg_log_density
-from ._inputs import as_mixture
+from .._formulas import beta_neg_log_density, gamma_neg_log_density
+from .._inputs import as_mixture
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from ._mixture import Mixture
+    from .._mixture import Mixture
 
 __all__ = ["HyperPrior"]
 

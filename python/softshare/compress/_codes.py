@@ -1,6 +1,6 @@
 """Code lengths of Han et al.'s sparse streams: Huffman codes, the entropy, the entries themselves.
 
-Shared by :mod:`softshare.compress` and :mod:`softshare.torch` (through :mod:`softshare._storage`).
+Shared by :mod:`softshare.compress` and :mod:`softshare.torch` (through :mod:`softshare.compress._storage`).
 """
 
 from __future__ import annotations

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._codes import _entropy_bits, huffman_code_lengths, sparse_entries
+from ._codes import _entropy_bits, huffman_code_lengths
+from ._passes import sparse_counts
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from numpy.typing import ArrayLike, NDArray
 
-    from ._modelfile import ModelFile
+    from ._format.model import ModelFile
 
 
 @dataclass(frozen=True)
@@ -199,28 +199,31 @@ class CompressionReport:
         return "\n".join(rows)
 
 
+def _bits(counts: NDArray[np.int64]) -> tuple[int, float]:
+    """Huffman-coded bits and entropy-bound bits of a stream with these symbol counts."""
+    used = {int(s): int(c) for s, c in zip(np.flatnonzero(counts), counts[counts > 0])}
+    lengths = huffman_code_lengths(used)
+    return sum(lengths[s] * c for s, c in used.items()), _entropy_bits(used)
+
+
 def _layer_cost(
-    name: str, arr: NDArray[Any], kind: str, bits: int, value_bits: int, zero_index: int
+    name: str, arr: NDArray[Any], kind: str, bits: int, k: int, zero_index: int
 ) -> LayerCost:
     """The cost of one layer's indices with a ``bits``-wide relative index."""
-    gaps, symbols = sparse_entries(arr, zero_index, bits)
-    gap_counts = Counter(gaps)
-    sym_counts = Counter(symbols)
-    gap_len = huffman_code_lengths(gap_counts)
-    sym_len = huffman_code_lengths(sym_counts)
-    huff = sum(gap_len[g] * c for g, c in gap_counts.items()) + sum(
-        sym_len[s] * c for s, c in sym_counts.items()
-    )
+    values, gaps, symbols = sparse_counts(arr.reshape(-1), k, zero_index, bits)
+    gap_bits, gap_entropy = _bits(gaps)
+    sym_bits, sym_entropy = _bits(symbols)
+    n_entries = int(gaps.sum())
     return LayerCost(
         name=name,
         kind=kind,
         n_weights=int(arr.size),
-        n_nonzero=int(np.count_nonzero(arr != zero_index)),
-        n_entries=len(gaps),
-        n_distinct=len(np.unique(arr)),
-        bits_huffman=int(huff),
-        bits_entropy=_entropy_bits(gap_counts) + _entropy_bits(sym_counts),
-        bits_fixed=len(gaps) * (bits + value_bits),
+        n_nonzero=int(arr.size - (values[zero_index] if zero_index < k else 0)),
+        n_entries=n_entries,
+        n_distinct=int(np.count_nonzero(values)),
+        bits_huffman=gap_bits + sym_bits,
+        bits_entropy=gap_entropy + sym_entropy,
+        bits_fixed=n_entries * (bits + max(1, math.ceil(math.log2(max(k, 2))))),
     )
 
 
@@ -246,7 +249,8 @@ def compression_report(
     index_bits : mapping, default {"conv": 8, "dense": 5}
         Width of the relative index for each kind (Han et al.'s choice).
     zero_index : int, default 0
-        The codebook index whose value is 0 (not stored; fillers use it).
+        The codebook index whose value is 0 (not stored; fillers use it); the
+        codebook's size: no value is left out.
 
     Returns
     -------
@@ -265,17 +269,33 @@ def compression_report(
     widths = {"conv": 8, "dense": 5}
     if index_bits:
         widths.update(index_bits)
+    for kind, width in widths.items():
+        if (
+            not isinstance(width, (int, np.integer))
+            or isinstance(width, bool)
+            or not 1 <= width <= 16
+        ):
+            msg = f"index_bits[{kind!r}] must be an int from 1 to 16, got {width!r}"
+            raise ValueError(msg)
+    k = int(book.size)
+    if not isinstance(zero_index, (int, np.integer)) or not 0 <= zero_index <= k:
+        msg = f"zero_index must be an int from 0 to the codebook's size {k}, got {zero_index!r}"
+        raise ValueError(msg)
     kinds = dict(kinds or {})
-    value_bits = max(1, math.ceil(math.log2(max(book.size, 2))))
     layers = []
     for name, idx in indices.items():
         kind = kinds.get(name, "dense")
         if kind not in widths:
             msg = f"layer {name!r}: kind must be one of {sorted(widths)}, got {kind!r}"
             raise ValueError(msg)
-        layers.append(
-            _layer_cost(name, np.asarray(idx), kind, widths[kind], value_bits, zero_index)
-        )
+        arr = np.asarray(idx)
+        if arr.dtype.kind not in "iu":
+            msg = f"layer {name!r}: indices must be integers, got dtype {arr.dtype}"
+            raise TypeError(msg)
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= k):
+            msg = f"layer {name!r}: an index is outside [0, {k}) (the codebook's size)"
+            raise ValueError(msg)
+        layers.append(_layer_cost(name, arr, kind, int(widths[kind]), k, int(zero_index)))
     return CompressionReport(
         layers=layers, codebook_size=int(book.size), codebook_bits=32 * int(book.size)
     )

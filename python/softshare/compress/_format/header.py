@@ -10,13 +10,13 @@ exponent change and raw mantissa. docs/format.md gives the exact order.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _core
-from ._mixture import Mixture
+from ... import _core
+from ..._mixture import Mixture
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -43,6 +43,11 @@ WORDS = (
 _TOKEN = re.compile(rb"[1-9][0-9]{0,17}|0|[A-Za-z]+|.", re.DOTALL)
 _LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 END, NUM, WORD, BYTE = range(4)
+#: The dtypes of tensors stored exactly (format version 2), by their code in the header.
+EXACT_DTYPES = (
+    "float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "uint16",
+    "uint32", "uint64", "bool",
+)  # fmt: skip
 _FLOATS = {False: ("float32", "uint32", 8, 23), True: ("float64", "uint64", 11, 52)}
 
 # Context numbers of the coder's models (each names one adaptive model or tree).
@@ -60,6 +65,10 @@ class Header:
     float64: list[bool]  # each layer's dtype: float64 (True) or float32
     mixture: Mixture | None
     codebook_bytes: int = 0  # bytes of the stream that the codebook took (set by the coders)
+    # format version 2: tensors stored exactly (raw bytes after the layer stream)
+    exact_names: list[str] = field(default_factory=list)
+    exact_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    exact_dtypes: list[str] = field(default_factory=list)  # names from EXACT_DTYPES
 
 
 def _tokens(name: bytes) -> list[tuple[int, bytes]]:
@@ -225,7 +234,7 @@ class _Coder:
         return tuple(dims)
 
 
-def _walk(c: _Coder, h: Header | None, size: int) -> Header:
+def _walk(c: _Coder, h: Header | None, size: int, version: int) -> Header:
     """Code the whole header (from ``h`` when encoding, into the result when decoding).
 
     ``size``, the stream's bytes, limits what a decoder accepts: at most 8 floats,
@@ -250,24 +259,29 @@ def _walk(c: _Coder, h: Header | None, size: int) -> Header:
     codebook_bytes = c.position() - start
     out, seen = Header(codebook, [], [], [], None, codebook_bytes), set()
     prev_ndim = prev_f8 = 0
-    for i in range(n_layers):
-        raw = c.name(h.names[i].encode() if h else b"")
+
+    def name(given: str | None, i: int) -> str:
+        raw = c.name(given.encode() if given is not None else b"")
         try:
-            name = raw.decode()
+            decoded = raw.decode()
         except UnicodeDecodeError:
             msg = f"the name of layer {i} is not UTF-8: {raw[:60]!r}"
             raise ValueError(msg) from None
-        if name in seen:
-            msg = f"layer name {name!r} appears twice"
+        if decoded in seen:
+            msg = f"layer name {decoded!r} appears twice"
             raise ValueError(msg)
-        seen.add(name)
+        seen.add(decoded)
+        return decoded
+
+    for i in range(n_layers):
+        layer = name(h.names[i] if h else None, i)
         prev_f8 = c.bit(C_DTYPE + prev_f8, int(h.float64[i]) if h else 0)
         shape = c.shape(h.shapes[i] if h else (), prev_ndim)
         prev_ndim = len(shape)
-        out.names.append(name)
+        out.names.append(layer)
         out.shapes.append(shape)
         out.float64.append(bool(prev_f8))
-        c.check(f"layer {name!r}")
+        c.check(f"layer {layer!r}")
     if has_mixture:
         m = c.uint(C_COUNT + 2, h.mixture.n_components if h and h.mixture else 0)
         limit = min(MAX_COMPONENTS, max_floats // 3)
@@ -278,21 +292,39 @@ def _walk(c: _Coder, h: Header | None, size: int) -> Header:
         params = np.concatenate([mix.mu, mix.log_var, mix.logit]) if mix else np.zeros(3 * m)
         values = c.floats(8, params, True, "the mixture")  # its own models: contexts + 8
         out.mixture = Mixture(values[:m], values[m : 2 * m], values[2 * m :])
+    if version >= 2:
+        n_exact = c.uint(C_COUNT + 3, len(h.exact_names) if h else 0)
+        if n_exact > max_layers - n_layers:
+            msg = f"the header declares {n_exact} exact tensors: over the limit for its size"
+            raise ValueError(msg)
+        for i in range(n_exact):
+            tensor = name(h.exact_names[i] if h else None, n_layers + i)
+            code = EXACT_DTYPES.index(h.exact_dtypes[i]) if h else 0
+            code = c.symbol(C_DTYPE + 2, 16, code)
+            if code >= len(EXACT_DTYPES):
+                msg = f"exact tensor {tensor!r} has dtype code {code}: not a known dtype"
+                raise ValueError(msg)
+            shape = c.shape(h.exact_shapes[i] if h else (), prev_ndim)
+            prev_ndim = len(shape)
+            out.exact_names.append(tensor)
+            out.exact_shapes.append(shape)
+            out.exact_dtypes.append(EXACT_DTYPES[code])
+            c.check(f"exact tensor {tensor!r}")
     return out
 
 
-def encode_header(h: Header) -> tuple[bytes, int]:
+def encode_header(h: Header, version: int) -> tuple[bytes, int]:
     """The header stream's bytes, and how many of them the codebook takes."""
     enc = _core.StreamEncoder()
-    walked = _walk(_Coder(enc, None), h, size=1 << 62)
+    walked = _walk(_Coder(enc, None), h, size=1 << 62, version=version)
     data = enc.finish()
     return data, walked.codebook_bytes
 
 
-def decode_header(data: bytes) -> Header:
+def decode_header(data: bytes, version: int) -> Header:
     """The header from its stream; a ValueError says what is wrong with it."""
     dec = _core.StreamDecoder(data)
-    h = _walk(_Coder(None, dec), None, size=len(data))
+    h = _walk(_Coder(None, dec), None, size=len(data), version=version)
     _Coder(None, dec).check("its last value")
     if (extra := len(data) - dec.position()) > 1:  # the encoder's last byte may be unneeded
         msg = f"the header holds {extra} bytes beyond its values (corrupt)"
