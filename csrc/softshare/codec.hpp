@@ -463,21 +463,37 @@ private:
 // The encoder's and the decoder's side of one coded bit.
 struct EncodeIO {
     Encoder& enc;
-    int code(int y, int p12) { enc.encode(y, p12); return y; }
+    SOFTSHARE_HOT int code(int y, int p12) {
+        enc.encode(y, p12);
+        return y;
+    }
 };
 struct DecodeIO {
     Decoder& dec;
-    int code(int, int p12) { return dec.decode(p12); }
+    SOFTSHARE_HOT int code(int, int p12) { return dec.decode(p12); }
 };
 
 // The most frequent index of a layer (the smallest on a tie).
 template <class Index>
 std::uint64_t most_frequent(const Index* idx, std::int64_t n, std::uint64_t k) {
     if (k <= 65536) {
-        std::vector<std::int64_t> count(static_cast<std::size_t>(k));
-        for (std::int64_t i = 0; i < n; ++i) ++count[idx[i]];
-        const auto top = std::max_element(count.begin(), count.end());
-        return static_cast<std::uint64_t>(top - count.begin());
+        // Four tallies, summed at the end: a run of equal indices (most of a
+        // pruned layer) then increments four counters in turn, not one.
+        const auto ku = static_cast<std::size_t>(k);
+        std::vector<std::int64_t> tally(4 * ku);
+        std::int64_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            ++tally[idx[i]];
+            ++tally[ku + idx[i + 1]];
+            ++tally[2 * ku + idx[i + 2]];
+            ++tally[3 * ku + idx[i + 3]];
+        }
+        for (; i < n; ++i) ++tally[idx[i]];
+        for (std::size_t v = 0; v < ku; ++v) {
+            tally[v] += tally[ku + v] + tally[2 * ku + v] + tally[3 * ku + v];
+        }
+        const auto top = std::max_element(tally.begin(), tally.begin() + static_cast<std::ptrdiff_t>(ku));
+        return static_cast<std::uint64_t>(top - tally.begin());
     }
     std::unordered_map<std::uint64_t, std::int64_t> count;
     for (std::int64_t i = 0; i < n; ++i) ++count[idx[i]];
@@ -502,14 +518,16 @@ void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t
     const std::uint64_t bg = m.background(io, kEncode ? most_frequent(idx, r * c, m.k()) : 0);
     std::vector<std::uint8_t> row_live(static_cast<std::size_t>(r));
     std::vector<std::uint8_t> col_live(static_cast<std::size_t>(c));
-    if (kEncode) {
+    if (kEncode) {  // without branches: the compiler vectorises the inner loop
         for (std::int64_t i = 0; i < r; ++i) {
+            const Index* row = idx + i * c;
+            std::uint8_t live = 0;
             for (std::int64_t j = 0; j < c; ++j) {
-                if (idx[i * c + j] != bg) {
-                    row_live[static_cast<std::size_t>(i)] = 1;
-                    col_live[static_cast<std::size_t>(j)] = 1;
-                }
+                const auto other = static_cast<std::uint8_t>(row[j] != bg);
+                live |= other;
+                col_live[static_cast<std::size_t>(j)] |= other;
             }
+            row_live[static_cast<std::size_t>(i)] = live;
         }
     }
     int prev = 2;
