@@ -142,3 +142,16 @@ def test_the_file_holds_what_the_module_holds(tmp_path: Path) -> None:
         sst.load_compressed(tmp_path / "m.sws", make().to("meta"))
     with pytest.raises(ValueError, match="needs the prior that quantizes the module, or the state"):
         sst.save_compressed(tmp_path / "x.sws", model)
+
+
+def test_a_state_from_before_merge_is_refused_before_anything_is_written() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.ReLU(), torch.nn.Linear(20, 3))
+    prior = sst.MixturePrior.from_weights(model, 9)
+    state = prior.quantize_(model)
+    before = [p.detach().clone() for p in model.parameters()]
+    prior.merge_(model, threshold=1e9)  # everything merges: the components change
+    with pytest.raises(ValueError, match="made before merge_ changed the prior's components"):
+        prior.requantize_(model, state)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    prior.requantize_(model, prior.quantize_(model))  # a fresh state fits
