@@ -25,7 +25,15 @@ if TYPE_CHECKING:
     from .._mixture import Mixture
     from ..compress._storage import CompressionReport
 
-__all__ = ["QuantizedState", "check_flag", "make_state", "numpy_weights", "write_state"]
+__all__ = [
+    "QuantizedState",
+    "check_flag",
+    "is_native",
+    "make_state",
+    "numpy_weights",
+    "with_exact",
+    "write_state",
+]
 
 _NATIVE = (torch.float32, torch.float64)
 
@@ -156,7 +164,7 @@ def check_flag(name: str, value: object) -> None:
         raise TypeError(msg)
 
 
-def _is_native(p: Tensor) -> bool:
+def is_native(p: Tensor) -> bool:
     """Whether the native passes may read and write ``p``'s memory as a NumPy array."""
     return (
         p.device.type == "cpu"
@@ -182,7 +190,7 @@ def numpy_weights(named: Mapping[str, Tensor]) -> dict[str, NDArray[np.floating]
             msg = f"parameter {name!r} is on the meta device: it holds no values"
             raise ValueError(msg)
         t = p.detach()
-        if not _is_native(t):
+        if not is_native(t):
             t = t.cpu().contiguous()
             t = t if t.dtype in _NATIVE else t.double()
         out[name] = t.numpy()
@@ -226,7 +234,7 @@ def write_state(chosen: Mapping[str, Tensor], state: object, *, refit: bool) -> 
         state = dataclasses.replace(state, network=network)
     with torch.no_grad():
         for name, p in chosen.items():
-            if _is_native(p):
+            if is_native(p):
                 state.network.layer(name, out=p.detach().numpy())
                 torch.autograd.graph.increment_version(p)
             else:
