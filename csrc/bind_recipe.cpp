@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "softshare/assign.hpp"
 #include "softshare/dispatch.hpp"
 #include "softshare/recipe.hpp"
 #include "softshare/sparse.hpp"
@@ -105,9 +106,9 @@ void check_same_count(std::size_t a, std::size_t b, const std::string& what) {
 // assign: weights (float32/float64), out (uint8/16/32/int64, each holding M - 1,
 // writeable, not overlapping any weights), mu/base/inv2var (M): the M counts,
 // or None when some weight is not finite (out then written, meaningless).
-py::object assign(const std::vector<py::array>& weights, const Params& mu,
-                                 const Params& base, const Params& inv2var,
-                                 std::vector<py::array> out, int n_threads) {
+py::object assign(const std::vector<py::array>& weights, const Params& mu, const Params& base,
+                  const Params& inv2var, std::vector<py::array> out, int n_threads,
+                  int grouping) {
     if (mu.ndim() != 1 || base.ndim() != 1 || inv2var.ndim() != 1) {
         throw std::invalid_argument("mu, base and inv2var must be 1-D");
     }
@@ -148,12 +149,12 @@ py::object assign(const std::vector<py::array>& weights, const Params& mu,
         segments.push_back({dt, weights[i].data(), it, out[i].mutable_data(), nullptr,
                             static_cast<std::int64_t>(weights[i].shape(0))});
     }
-    const sk::AssignView comp{mu.data(), base.data(), inv2var.data(), m};
     const sk::RecipeTable table = sk::active_recipe_table();
     std::optional<std::vector<std::int64_t>> counts;
     {
         py::gil_scoped_release release;
-        counts = sk::run_assign(table, comp, segments, n_threads);
+        counts = sk::run_assign(table, mu.data(), base.data(), inv2var.data(), m, segments,
+                                n_threads, grouping);
     }
     if (!counts) return py::none();
     return py::array_t<std::int64_t>(static_cast<py::ssize_t>(m), counts->data());
@@ -262,10 +263,12 @@ py::tuple sparse_counts(const py::array& indices, std::int64_t k, std::int64_t z
 
 void register_recipe(py::module_& mod) {
     mod.def("assign", &assign, py::arg("weights"), py::arg("mu"), py::arg("base"),
-            py::arg("inv2var"), py::arg("out"), py::arg("n_threads"),
+            py::arg("inv2var"), py::arg("out"), py::arg("n_threads"), py::arg("grouping") = -1,
             "Each weight's component: out[s][i] = the lowest j maximising base_j - (d * d) * "
             "inv2var_j, d = weights[s][i] - mu_j in float64; returns the M counts (int64), or "
-            "None when some weight is not finite. n_threads as penalty's.");
+            "None when some weight is not finite. n_threads as penalty's. grouping (a testing hook, "
+            "the same result every way): -1 the plan's choice, 0 the plain kernel, 1 the grouped "
+            "one wherever the means span a range.");
     mod.def("dequantize", &dequantize, py::arg("indices"), py::arg("book"), py::arg("out"),
             py::arg("n_threads"),
             "out[s][i] = book[indices[s][i]] in place; ValueError (naming the first) for an "

@@ -1,7 +1,7 @@
 // The compression recipe's per-weight kernels for one instruction set: assign
 // (each weight's most responsible component) and dequantize (codebook lookup).
 // Per-target code (-inl): included once per target, by recipe_isa.cpp only,
-// which CMake compiles with -ffp-contract=off (see assign_block).
+// which CMake compiles with -ffp-contract=off (see argmax_tile).
 //
 // Python-free. Like block-inl.hpp, everything here is in SOFTSHARE_ISA_NS or
 // has internal linkage, and no standard-library template is instantiated, so
@@ -84,50 +84,104 @@ SOFTSHARE_INLINE void argmax_tile(const AssignView& c, const VD (&x)[kUnroll], J
     }
 }
 
+// The bounds of a component's computed score s_j(w) over w in [lo, hi]
+// (candidates): low, and the largest, up. near_j <= |d| <= far_j for every
+// computed d = w - mu_j there, each computed as argmax_tile computes a score.
+struct ScoreBounds {
+    double low, up;
+};
+SOFTSHARE_INLINE ScoreBounds score_bounds(const AssignView& c, std::int64_t j, double lo,
+                                          double hi) {
+    const double a = lo - c.mu[j], b = hi - c.mu[j];
+    const double abs_a = a < 0.0 ? -a : a, abs_b = b < 0.0 ? -b : b;
+    const double far = abs_a > abs_b ? abs_a : abs_b;
+    const double near = a > 0.0 ? a : (b < 0.0 ? -b : 0.0);
+    return {c.base[j] - (far * far) * c.inv2var[j], c.base[j] - (near * near) * c.inv2var[j]};
+}
+
 // The components that can win for some weight in [lo, hi], in increasing
-// order, into scratch.cand; returns their count. Exact, by monotonicity alone:
-// every IEEE operation, correctly rounded, is monotone in each operand, so for
-// w in [lo, hi] the computed d = w - mu_j lies in [lo - mu_j, hi - mu_j]
-// (computed), |d| between near_j and far_j below, and the computed score
-// s_j(w) between low_j = base_j - (far_j^2) inv2var_j and up_j = base_j -
-// (near_j^2) inv2var_j, each computed as the kernel computes a score. Every
-// weight of the tile has some s_c(w) >= max_c low_c; a component with
-// up_j < max_c low_c therefore loses, strictly, for every weight of the tile,
-// and leaving it out changes no argmax, ties included.
+// order, into cand; returns their count (>= 1).
+//
+// Exact, by monotonicity alone: every IEEE operation, correctly rounded, is
+// monotone in each operand. For w in [lo, hi] the computed d = w - mu_j lies
+// in [a, b] = [lo - mu_j, hi - mu_j] (computed), so |d| is between near_j and
+// far_j of score_bounds and the computed s_j(w) between its low_j and up_j.
+// Every such weight has s_c(w) >= top = max of low_c over the components seen;
+// a component with up_j < top loses, strictly, for every one of them, and
+// leaving it out changes no argmax, ties included. The scan starts at the
+// components whose means are nearest to [lo, hi] and goes outward in the
+// order of the means; it stops on a side once a bound for all the components
+// beyond is below top: for the means above hi from position p on, each near_j
+// >= n = smu_p - hi (computed), so up_j <= suf_base_p - (n * n) suf_q_p
+// (computed); below lo likewise with the prefixes.
 SOFTSHARE_INLINE std::int64_t candidates(const AssignView& c, double lo, double hi,
-                                         const AssignScratch& s) {
-    double top_low = -__builtin_inf();
-    for (std::int64_t j = 0; j < c.m; ++j) {
-        const double a = lo - c.mu[j], b = hi - c.mu[j];
-        const double abs_a = a < 0.0 ? -a : a, abs_b = b < 0.0 ? -b : b;
-        const double far = abs_a > abs_b ? abs_a : abs_b;
-        const double near = a > 0.0 ? a : (b < 0.0 ? -b : 0.0);
-        const double low = c.base[j] - (far * far) * c.inv2var[j];
-        s.bound[j] = c.base[j] - (near * near) * c.inv2var[j];
-        top_low = low > top_low ? low : top_low;
+                                         std::int32_t* cand) {
+    const std::int64_t m = c.m;
+    // [p0, p1]: the means in [lo, hi] and the nearest one on each side
+    std::int64_t first = 0, count = m;  // lower bound of lo in smu
+    while (count > 0) {
+        const std::int64_t half = count / 2;
+        if (c.smu[first + half] < lo) {
+            first += half + 1;
+            count -= half + 1;
+        } else {
+            count = half;
+        }
+    }
+    const std::int64_t p0 = first > 0 ? first - 1 : 0;
+    std::int64_t p1 = first < m ? first : m - 1;
+    while (p1 + 1 < m && !(c.smu[p1] > hi)) ++p1;
+    double top = -__builtin_inf();
+    for (std::int64_t p = p0; p <= p1; ++p) {
+        const double low = score_bounds(c, c.order[p], lo, hi).low;
+        top = low > top ? low : top;
     }
     std::int64_t nc = 0;
-    for (std::int64_t j = 0; j < c.m; ++j) {
-        if (!(s.bound[j] < top_low)) s.cand[nc++] = static_cast<std::int32_t>(j);
+    const auto consider = [&](std::int64_t p) {
+        const std::int32_t j = c.order[p];
+        const ScoreBounds sb = score_bounds(c, j, lo, hi);
+        top = sb.low > top ? sb.low : top;  // any low bounds every weight's best score
+        cand[nc] = j;
+        nc += !(sb.up < top);
+    };
+    for (std::int64_t p = p0; p <= p1; ++p) consider(p);
+    for (std::int64_t p = p1 + 1; p < m; ++p) {
+        const double n = c.smu[p] - hi;
+        if (c.suf_base[p] - (n * n) * c.suf_q[p] < top) break;
+        consider(p);
+    }
+    for (std::int64_t p = p0 - 1; p >= 0; --p) {
+        const double n = lo - c.smu[p];
+        if (c.pre_base[p] - (n * n) * c.pre_q[p] < top) break;
+        consider(p);
+    }
+    // top only grew: a component kept early may lose to it now; the argmax
+    // does not mind a component too many. In increasing order (insertion:
+    // the list is short and nearly sorted).
+    for (std::int64_t k = 1; k < nc; ++k) {
+        const std::int32_t v = cand[k];
+        std::int64_t i = k;
+        for (; i > 0 && cand[i - 1] > v; --i) cand[i] = cand[i - 1];
+        cand[i] = v;
     }
     return nc;
 }
 
-template <class T, class O>
-bool assign_typed(const AssignView& c, const T* w, O* out, std::int64_t n, std::int64_t* counts,
-                  const AssignScratch& scratch) {
-    const std::int64_t m = c.m;
-    const bool skip = m >= kAssignSkipMin;
-    VD not_finite = VD{};  // x - x: 0, or NaN for an infinite or NaN weight
-    alignas(64) double pad[kTile];
-    alignas(64) std::int64_t at[kTile];
-    // The offsets of the copies of counts, lane by lane: i0 is a multiple of
-    // kTile, itself one of kCountCopies, so weight i0 + t counts in copy t mod
-    // kCountCopies.
-    VI copy[kUnroll];
+// The lanes' counts offsets: weight t of a tile counts in copy t mod
+// kCountCopies of counts (M each).
+SOFTSHARE_INLINE void count_offsets(std::int64_t m, VI (&copy)[kUnroll]) {
     for (int u = 0; u < kUnroll; ++u) {
         for (int t = 0; t < kLanes; ++t) copy[u][t] = ((u * kLanes + t) % kCountCopies) * m;
     }
+}
+
+template <class T, class O>
+bool assign_typed(const AssignView& c, const T* w, O* out, std::int64_t n, std::int64_t* counts) {
+    VD not_finite = VD{};  // x - x: 0, or NaN for an infinite or NaN weight
+    alignas(64) double pad[kTile];
+    alignas(64) std::int64_t at[kTile];
+    VI copy[kUnroll];
+    count_offsets(c.m, copy);
     for (std::int64_t i0 = 0; i0 < n; i0 += kTile) {
         const int len = n - i0 < kTile ? static_cast<int>(n - i0) : kTile;
         VD x[kUnroll];
@@ -139,25 +193,7 @@ bool assign_typed(const AssignView& c, const T* w, O* out, std::int64_t n, std::
         }
         for (int u = 0; u < kUnroll; ++u) not_finite += x[u] - x[u];
         VI idx[kUnroll];
-        if (skip) {
-            VD lo_v = x[0], hi_v = x[0];
-            for (int u = 1; u < kUnroll; ++u) {
-                lo_v = x[u] < lo_v ? x[u] : lo_v;
-                hi_v = x[u] > hi_v ? x[u] : hi_v;
-            }
-            double lo = lo_v[0], hi = hi_v[0];
-            for (int t = 1; t < kLanes; ++t) {
-                lo = lo_v[t] < lo ? lo_v[t] : lo;
-                hi = hi_v[t] > hi ? hi_v[t] : hi;
-            }
-            const std::int64_t nc = candidates(c, lo, hi, scratch);
-            const std::int32_t* cand = scratch.cand;
-            argmax_tile(c, x, [cand](std::int64_t k) { return std::int64_t{cand[k]}; }, nc, idx);
-        } else {
-            argmax_tile(c, x, [](std::int64_t k) { return k; }, m, idx);
-        }
-        VI place[kUnroll];  // the tile's places in counts
-        for (int u = 0; u < kUnroll; ++u) place[u] = copy[u] + idx[u];
+        argmax_tile(c, x, [](std::int64_t k) { return k; }, c.m, idx);
         if (len == kTile) {
             for (int u = 0; u < kUnroll; ++u) store_as(out + i0 + u * kLanes, idx[u]);
         } else {
@@ -165,7 +201,7 @@ bool assign_typed(const AssignView& c, const T* w, O* out, std::int64_t n, std::
             for (int u = 0; u < kUnroll; ++u) store_as(tail + u * kLanes, idx[u]);
             for (int t = 0; t < len; ++t) out[i0 + t] = tail[t];
         }
-        for (int u = 0; u < kUnroll; ++u) store_as(at + u * kLanes, place[u]);
+        for (int u = 0; u < kUnroll; ++u) store_as(at + u * kLanes, copy[u] + idx[u]);
         for (int t = 0; t < len; ++t) ++counts[at[t]];
     }
     for (int t = 0; t < kLanes; ++t) {
@@ -174,18 +210,108 @@ bool assign_typed(const AssignView& c, const T* w, O* out, std::int64_t n, std::
     return true;
 }
 
+// assign_typed's result for a block, through the block sorted by cell (a
+// counting sort: weights of a cell stay in their order) and scored group by
+// group (kAssignGroupWeights sorted weights, whose range is narrow) against
+// their candidates alone. The same indices bit for bit (candidates), in
+// another order of work. A block with a weight that is not finite goes to
+// assign_typed.
+template <class T, class O>
+bool assign_grouped(const AssignView& c, const T* w, O* out, std::int64_t n,
+                    std::int64_t* counts, const AssignScratch& s) {
+    // cells, kLanes at a time (the tail through a padded vector)
+    const VD x0 = bcast(c.x0), inv_h = bcast(c.inv_h), one = bcast(1.0), zero = VD{};
+    const VD top_cell = bcast(static_cast<double>(c.cells - 1));
+    VD not_finite = VD{};  // x - x: 0, or NaN for an infinite or NaN weight
+    for (std::int64_t i = 0; i < n; i += kLanes) {
+        VD x;
+        if (n - i >= kLanes) {
+            x = load_f64(w + i);
+        } else {
+            alignas(64) double pad[kLanes];
+            for (int t = 0; t < kLanes; ++t) pad[t] = static_cast<double>(w[i + t < n ? i + t : i]);
+            x = load(pad);
+        }
+        not_finite += x - x;
+        VD u = (x - x0) * inv_h + one;
+        u = u > zero ? u : zero;  // NaN: 0
+        u = u < top_cell ? u : top_cell;
+        alignas(64) std::int32_t cells[kLanes];
+        store_as(cells, __builtin_convertvector(u, VI));
+        for (int t = 0; t < kLanes && i + t < n; ++t) s.cell[i + t] = cells[t];
+    }
+    bool finite = true;
+    for (int t = 0; t < kLanes; ++t) finite = finite && not_finite[t] == 0.0;
+    if (!finite) return assign_typed(c, w, out, n, counts);
+    for (std::int64_t k = 0; k < c.cells; ++k) s.count[k] = 0;
+    for (std::int64_t i = 0; i < n; ++i) ++s.count[s.cell[i]];
+    std::int32_t start = 0;
+    for (std::int64_t k = 0; k < c.cells; ++k) {
+        const std::int32_t here = s.count[k];
+        s.count[k] = start;
+        start += here;
+    }
+    for (std::int64_t i = 0; i < n; ++i) {
+        const std::int32_t p = s.count[s.cell[i]]++;
+        s.ws[p] = static_cast<double>(w[i]);
+        s.pos[p] = static_cast<std::int32_t>(i);
+    }
+    for (int t = 0; t < kTile; ++t) s.ws[n + t] = s.ws[n - 1];  // the last tile's padding
+    alignas(64) std::int64_t at[kTile];
+    const std::int32_t* cand = s.cand;
+    const std::int32_t* pos = s.pos;  // locals: counts' stores may alias c.m, not these
+    const std::int64_t m = c.m;
+    for (std::int64_t g0 = 0; g0 < n; g0 += kAssignGroupWeights) {
+        const std::int64_t g1 = n - g0 < kAssignGroupWeights ? n : g0 + kAssignGroupWeights;
+        // the group's range (the padding past n repeats its last weight)
+        VD lo_v = load(s.ws + g0), hi_v = lo_v;
+        for (std::int64_t p = g0 + kLanes; p < g1; p += kLanes) {
+            const VD x = load(s.ws + p);
+            lo_v = x < lo_v ? x : lo_v;
+            hi_v = x > hi_v ? x : hi_v;
+        }
+        double lo = lo_v[0], hi = hi_v[0];
+        for (int t = 1; t < kLanes; ++t) {
+            lo = lo_v[t] < lo ? lo_v[t] : lo;
+            hi = hi_v[t] > hi ? hi_v[t] : hi;
+        }
+        const std::int64_t nc = candidates(c, lo, hi, s.cand);
+        for (std::int64_t t0 = g0; t0 < g1; t0 += kTile) {
+            const int len = g1 - t0 < kTile ? static_cast<int>(g1 - t0) : kTile;
+            VD x[kUnroll];
+            for (int u = 0; u < kUnroll; ++u) x[u] = load(s.ws + t0 + u * kLanes);
+            VI idx[kUnroll];
+            argmax_tile(c, x, [cand](std::int64_t k) { return std::int64_t{cand[k]}; }, nc, idx);
+            for (int u = 0; u < kUnroll; ++u) store_as(at + u * kLanes, idx[u]);
+            for (int t = 0; t < len; ++t) {
+                const std::int64_t j = at[t];
+                out[pos[t0 + t]] = static_cast<O>(j);
+                ++counts[(t % kCountCopies) * m + j];
+            }
+        }
+    }
+    return true;
+}
+
+template <class T, class O>
+bool assign_any(const AssignView& c, const T* w, O* out, std::int64_t n, std::int64_t* counts,
+                const AssignScratch& s) {
+    if (c.cells > 0 && n > 0) return assign_grouped(c, w, out, n, counts, s);
+    return assign_typed(c, w, out, n, counts);
+}
+
 template <class T>
 bool assign_block(const AssignView& c, const T* w, void* out, IndexType out_type, std::int64_t n,
                   std::int64_t* counts, const AssignScratch& scratch) {
     switch (out_type) {
         case IndexType::u8:
-            return assign_typed(c, w, static_cast<std::uint8_t*>(out), n, counts, scratch);
+            return assign_any(c, w, static_cast<std::uint8_t*>(out), n, counts, scratch);
         case IndexType::u16:
-            return assign_typed(c, w, static_cast<std::uint16_t*>(out), n, counts, scratch);
+            return assign_any(c, w, static_cast<std::uint16_t*>(out), n, counts, scratch);
         case IndexType::u32:
-            return assign_typed(c, w, static_cast<std::uint32_t*>(out), n, counts, scratch);
+            return assign_any(c, w, static_cast<std::uint32_t*>(out), n, counts, scratch);
         case IndexType::i64:
-            return assign_typed(c, w, static_cast<std::int64_t*>(out), n, counts, scratch);
+            return assign_any(c, w, static_cast<std::int64_t*>(out), n, counts, scratch);
     }
     return true;
 }

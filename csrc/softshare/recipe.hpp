@@ -1,11 +1,12 @@
-// The driver of the compression recipe's per-weight passes: assign,
-// dequantize and offset_sums over one or several arrays (segments), cut into
-// blocks whose boundaries depend only on the arrays' lengths (and, for
-// offset_sums, on the codebook's size), never on the threads.
+// The driver of the compression recipe's per-weight passes over one or several
+// arrays (segments), cut into blocks whose boundaries depend only on the
+// arrays' lengths (and, for offset_sums, on the codebook's size), never on the
+// threads: the blocks and threads shared by all of them, dequantize and
+// offset_sums here, assign in assign.hpp, sparse_counts in sparse.hpp.
 //
 // Python-free; compiled with baseline flags only (included by bind_recipe.cpp,
 // never by recipe_isa.cpp), so it may use the standard library freely. The
-// per-target kernels are recipe-inl.hpp's; sparse_counts is sparse.hpp's.
+// per-target kernels are recipe-inl.hpp's.
 //
 // Determinism: counts are integers, summed exactly whatever the order, so
 // each thread keeps its own and they are added up after the pass. The float64
@@ -161,52 +162,6 @@ inline std::vector<std::int64_t> sum_counts(const std::vector<std::vector<std::i
 }
 
 }  // namespace recipe_detail
-
-// Each weight's component (segments: w, dtype, idx, idx_type, n): idx[i] = the
-// lowest j maximising base_j - (d * d) inv2var_j, d = w_i - mu_j in float64.
-// Returns the M counts of the indices written, or nothing when some weight is
-// not finite (python/softshare then names it). Preconditions (the caller's):
-// M >= 1, finite mu and base, finite inv2var > 0, idx_type holds M - 1, no
-// index array overlapping any weights.
-inline std::optional<std::vector<std::int64_t>> run_assign(const RecipeTable& table, const AssignView& comp,
-                                            const std::vector<RecipeSegment>& segments,
-                                            int n_threads) {
-    const recipe_detail::BlockMap map(segments, kBlockSize);
-    const int threads = pass_threads(n_threads, map.blocks(), map.total);
-    const auto m = static_cast<std::size_t>(comp.m);
-    struct State {
-        std::vector<std::int64_t> counts;
-        std::vector<double> bound;
-        std::vector<std::int32_t> cand;
-    };
-    std::vector<State> state(static_cast<std::size_t>(threads));
-    std::vector<char> finite(static_cast<std::size_t>(threads), 1);
-    recipe_detail::parallel_blocks(0, map.blocks(), threads, [&](int t, std::int64_t b) {
-        State& st = state[static_cast<std::size_t>(t)];
-        if (st.counts.empty()) {  // made by the thread that uses it (its own arena)
-            st.counts.assign(kCountCopies * m, 0);
-            st.bound.resize(comp.m >= kAssignSkipMin ? m : 0);
-            st.cand.resize(st.bound.size());
-        }
-        const auto at = map.at(b);
-        const RecipeSegment& seg = segments[at.segment];
-        void* out = static_cast<char*>(seg.idx) + at.begin * index_bytes(seg.idx_type);
-        const AssignScratch scratch{st.bound.data(), st.cand.data()};
-        const bool ok =
-            seg.dtype == DType::f32
-                ? table.assign_f32(comp, static_cast<const float*>(seg.w) + at.begin, out,
-                                   seg.idx_type, at.n, st.counts.data(), scratch)
-                : table.assign_f64(comp, static_cast<const double*>(seg.w) + at.begin, out,
-                                   seg.idx_type, at.n, st.counts.data(), scratch);
-        if (!ok) finite[static_cast<std::size_t>(t)] = 0;
-    });
-    for (const char f : finite) {
-        if (!f) return std::nullopt;
-    }
-    std::vector<std::vector<std::int64_t>> counts;
-    for (State& st : state) counts.push_back(std::move(st.counts));
-    return recipe_detail::sum_counts(counts, comp.m);
-}
 
 // out[i] = book[idx[i]] (segments: idx, idx_type, out, dtype = the book's, n).
 // Returns the first index not below k, if any: its out[i], and any of its
