@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import softshare
 from softshare import _assign, _core, reference
+from softshare._formulas import assign_constants
 from softshare._native_recipe import assign_arrays
 
 from conftest import random_mixture
@@ -77,10 +78,15 @@ def test_hypothesis_native_equals_reference(
         w = _weights(rng, mix, n, w_kind).astype(dtype)
     w = np.where(np.isfinite(w), w, 0).astype(dtype)
     ref = reference.assign(w, mix, use_pi=use_pi)
+    base, inv2var = assign_constants(mix.log_var, mix.var, mix.log_pi, use_pi)
     before = softshare.simd_target()
     _core.set_simd_target(target)
     try:
         native = softshare.assign(w, mix, use_pi=use_pi)
+        for grouping in (0, 1):  # the plain kernel, and the grouped one whatever the plan
+            out = np.empty(n, np.intp)
+            _core.assign([w], mix.mu, base, inv2var, [out], 2, grouping)
+            np.testing.assert_array_equal(out, ref, err_msg=f"grouping={grouping}")
     finally:
         _core.set_simd_target(before)
     assert native.dtype == ref.dtype == (np.uint8 if m <= 256 else np.uint16)
@@ -117,6 +123,33 @@ def test_equals_the_recipes_numpy_assignment() -> None:
         w = rng.normal(0.0, 0.3, (50, 91)).astype(np.float32)
         ref = _assign.assign_components(w, mix, use_pi=use_pi)
         np.testing.assert_array_equal(softshare.assign(w, mix, use_pi=use_pi), ref)
+
+
+@pytest.mark.usefixtures("simd")
+@pytest.mark.parametrize("mix_kind", ["random", "ties", "extreme", "codebook"])
+@pytest.mark.parametrize("m", [2, 33, 256])
+def test_grouped_kernel_equals_reference(mix_kind: str, m: int) -> None:
+    """The grouped kernel (sorted blocks, candidates only) over several blocks of every kind."""
+    rng = np.random.default_rng([m, len(mix_kind)])
+    mix = _mixture(rng, m, mix_kind)
+    n = 2 * _core.block_size + 123
+    parts = [_weights(rng, mix, n // 4, kind) for kind in ("normal", "at_means", "zeros")]
+    wide = rng.uniform(-2.0, 2.0, n - 3 * (n // 4))  # also beyond the means' range
+    w = rng.permutation(np.concatenate([*parts, wide]))
+    base, inv2var = assign_constants(mix.log_var, mix.var, mix.log_pi, True)
+    for dtype in (np.float32, np.float64):
+        x = w.astype(dtype)
+        ref = reference.assign(x, mix)
+        for grouping in (-1, 0, 1):
+            out = np.empty(n, np.uint16)
+            counts = _core.assign([x], mix.mu, base, inv2var, [out], 2, grouping)
+            np.testing.assert_array_equal(out, ref)
+            assert counts is not None
+            np.testing.assert_array_equal(counts, np.bincount(ref, minlength=m))
+    x[n // 2] = np.nan  # a block that is not finite: None, whichever kernel
+    for grouping in (0, 1):
+        out = np.empty(n, np.uint16)
+        assert _core.assign([x], mix.mu, base, inv2var, [out], 1, grouping) is None
 
 
 def test_ties_go_to_the_lowest_index() -> None:
