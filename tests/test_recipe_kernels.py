@@ -228,6 +228,14 @@ def test_sparse_counts_long_runs_across_blocks() -> None:
     _check_sparse(np.zeros(n, np.uint8), 4, 0, 2)  # nothing stored
 
 
+def test_sparse_counts_zero_index_beyond_the_dtype() -> None:
+    """uint8 indices into a codebook of 300: zero_index 280 never occurs (280 wraps to 24)."""
+    rng = np.random.default_rng(4)
+    idx = rng.integers(0, 40, 5000).astype(np.uint8)
+    _check_sparse(idx, 300, 280, 4)
+    _check_sparse(idx, 300, 24, 4)
+
+
 @pytest.mark.parametrize(
     ("args", "error", "words"),
     [
