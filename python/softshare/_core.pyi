@@ -75,6 +75,7 @@ def assign(
     inv2var: NDArray[np.float64],
     out: Sequence[NDArray[np.integer]],
     n_threads: int,
+    grouping: int = -1,
 ) -> NDArray[np.int64] | None: ...
 def dequantize(
     indices: Sequence[NDArray[np.integer]],
