@@ -633,6 +633,9 @@ py::bytes as_bytes(const std::vector<std::uint8_t>& v) {
 
 }  // namespace
 
+// The compression recipe's functions (bind_recipe.cpp).
+void register_recipe(py::module_& mod);
+
 PYBIND11_MODULE(_core, mod) {
     mod.doc() = "softshare's compiled kernel (private: use the softshare package).";
     // Processes forked from here on run the pass on one thread (runtime.hpp).
@@ -699,4 +702,6 @@ PYBIND11_MODULE(_core, mod) {
         .def("raw", &sc::StreamDecoder::raw, py::arg("nbits"))
         .def("position", &sc::StreamDecoder::position, "Bytes the encoder had written here.")
         .def("overrun", &sc::StreamDecoder::overrun, "Whether it read beyond the stream.");
+
+    register_recipe(mod);
 }

@@ -42,8 +42,24 @@ KernelTable table_unchecked(const std::string& name) {
     return baseline::table();
 }
 
+RecipeTable recipe_table_unchecked(const std::string& name) {
+#ifdef SOFTSHARE_X86_DISPATCH
+    if (name == "avx2") return avx2::recipe_table();
+    if (name == "avx512") return avx512::recipe_table();
+#endif
+    (void)name;
+    return baseline::recipe_table();
+}
+
 // Index into supported_targets(); -1 until first use.
 std::atomic<int> g_active{-1};
+
+// The active target's index into supported_targets().
+std::size_t active_index() {
+    const int idx = g_active.load();
+    const int n = static_cast<int>(supported_targets().size());
+    return static_cast<std::size_t>(idx < 0 || idx >= n ? n - 1 : idx);
+}
 
 }  // namespace
 
@@ -78,11 +94,16 @@ KernelTable active_table() {
         for (const auto& name : supported_targets()) out.push_back(table_unchecked(name));
         return out;
     }();
-    int idx = g_active.load();
-    if (idx < 0 || idx >= static_cast<int>(tables.size())) {
-        idx = static_cast<int>(tables.size()) - 1;
-    }
-    return tables[static_cast<std::size_t>(idx)];
+    return tables[active_index()];
+}
+
+RecipeTable active_recipe_table() {
+    static const std::vector<RecipeTable> tables = [] {
+        std::vector<RecipeTable> out;
+        for (const auto& name : supported_targets()) out.push_back(recipe_table_unchecked(name));
+        return out;
+    }();
+    return tables[active_index()];
 }
 
 void set_target(const std::string& name) {

@@ -28,6 +28,7 @@ except ImportError as _err:  # pragma: no cover - only without a build
 
 from . import reference
 from ._mixture import Mixture
+from ._native_recipe import assign
 from ._penalty import penalty
 from ._result import PenaltyResult, PenaltyTotals, from_partial_sums
 from ._runtime import _select_simd_from_env, has_openmp, simd_target, simd_targets
@@ -38,6 +39,7 @@ __all__ = [
     "PenaltyResult",
     "PenaltyTotals",
     "__version__",
+    "assign",
     "from_partial_sums",
     "has_openmp",
     "penalty",

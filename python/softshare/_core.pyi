@@ -67,6 +67,33 @@ def _grouping(
     f64: bool,
 ) -> tuple[bool, float, int]: ...
 
+# ---- the compression recipe's per-weight passes (csrc/bind_recipe.cpp) ----
+def assign(
+    weights: Sequence[NDArray[np.floating]],
+    mu: NDArray[np.float64],
+    base: NDArray[np.float64],
+    inv2var: NDArray[np.float64],
+    out: Sequence[NDArray[np.integer]],
+    n_threads: int,
+    grouping: int = -1,
+) -> NDArray[np.int64] | None: ...
+def dequantize(
+    indices: Sequence[NDArray[np.integer]],
+    book: NDArray[np.floating],
+    out: Sequence[NDArray[np.floating]],
+    n_threads: int,
+) -> None: ...
+def offset_sums(
+    weights: Sequence[NDArray[np.floating]],
+    indices: Sequence[NDArray[np.integer]],
+    book: NDArray[np.floating],
+    n_threads: int,
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]: ...
+def offset_sums_layout(k: int) -> tuple[int, int]: ...
+def sparse_counts(
+    indices: NDArray[np.integer], k: int, zero_index: int, index_bits: int, n_threads: int
+) -> tuple[NDArray[np.int64], int, NDArray[np.int64], NDArray[np.int64]]: ...
+
 # ---- the compressed model file's entropy coder (csrc/softshare/codec.hpp) ----
 def encode_layers(
     layers: Sequence[NDArray[np.unsignedinteger]], shapes: Sequence[tuple[int, int]], k: int

@@ -14,6 +14,8 @@ from typing import Any
 
 __all__ = [
     "HALF_LOG_2PI",
+    "assign_constants",
+    "assign_scores",
     "beta_neg_log_density",
     "gamma_neg_log_density",
     "grad_sigma",
@@ -37,6 +39,27 @@ def log_terms(d: Any, offset: Any, inv_var: Any) -> Any:
     # (d sqrt(inv_var / 2))^2, not d*d first: d*d overflows for |d| > 1.3e154 even
     # where sigma is as large and the term itself is small
     return offset - (d * (0.5 * inv_var) ** 0.5) ** 2
+
+
+def assign_constants(log_var: Any, var: Any, log_pi: Any, use_pi: bool) -> tuple[Any, Any]:
+    """``(base, inv2var)`` of the assignment scores :func:`assign_scores`, per component.
+
+    ``base_j = -0.5 xi_j + (ln pi_j if use_pi else 0)`` and ``inv2var_j = 0.5 / sigma_j**2``:
+    ``l_ij`` less its constant ``-0.5 ln(2 pi)`` (and less ``ln pi_j`` without ``use_pi``).
+    The native ``softshare._core.assign`` takes these two arrays as they are.
+    """
+    base = -0.5 * log_var + (log_pi if use_pi else 0.0)
+    inv2var = 0.5 / var
+    return base, inv2var
+
+
+def assign_scores(d: Any, base: Any, inv2var: Any) -> Any:
+    """``base_j - (d_ij * d_ij) * inv2var_j``: the scores whose argmax over j assigns ``w_i``.
+
+    The order of the operations is the native kernel's (``csrc/softshare/recipe-inl.hpp``,
+    each rounded on its own, no FMA), so that the argmax is the same bit for bit.
+    """
+    return base - d * d * inv2var
 
 
 def mixture_gradients(

@@ -14,18 +14,31 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._formulas import log_term_offset
+from . import _core
+from ._codes import sparse_entries
+from ._formulas import assign_constants, assign_scores, log_term_offset
 from ._formulas import log_terms as _terms
 from ._inputs import as_lam, as_mixture, as_n_threads, as_weights, cpu_count
+from ._native_recipe import SparseCounts
+from ._recipe_inputs import (
+    as_index_array,
+    assign_inputs,
+    dequantize_inputs,
+    offset_inputs,
+    raise_if_bad_indices,
+    sparse_parameters,
+)
 from ._result import PenaltyResult, build_result, totals_of
 
 if TYPE_CHECKING:
-    from numpy.typing import NDArray
+    from collections.abc import Sequence
+
+    from numpy.typing import ArrayLike, NDArray
 
     from ._inputs import WeightsLike
     from ._mixture import Mixture
 
-__all__ = ["log_terms", "penalty"]
+__all__ = ["assign", "dequantize", "log_terms", "offset_sums", "penalty", "sparse_counts"]
 
 _CHUNK = 1 << 15
 
@@ -131,3 +144,101 @@ def penalty(
     if lam_f == 0.0:  # no penalty: exact zeros (0 times an infinite sum is NaN)
         grads = [np.zeros_like(g) for g in grads]
     return build_result(totals, grads=grads, gammas=gammas, weights=w)
+
+
+def assign(
+    weights: ArrayLike,
+    mixture: Mixture,
+    *,
+    use_pi: bool = True,
+    out: NDArray[np.integer] | None = None,
+    n_threads: int | None = None,
+) -> NDArray[np.integer]:
+    """:func:`softshare.assign` in plain NumPy: ``np.argmax`` of 32768 x M scores at a time.
+
+    Same parameters, result and exceptions; ``n_threads`` is checked, then unused.
+    """
+    mix = as_mixture(mixture)
+    w, flat, result = assign_inputs(weights, out, mix.n_components)
+    as_n_threads(n_threads, cpu_count())
+    w.raise_if_not_finite()
+    x = flat.astype(np.float64)
+    res = result.reshape(-1)
+    base, inv2var = assign_constants(mix.log_var, mix.var, mix.log_pi, use_pi)
+    with np.errstate(over="ignore"):  # far weights: d * d = inf, a score of -inf
+        for i0 in range(0, x.size, _CHUNK):
+            d = x[i0 : i0 + _CHUNK, None] - mix.mu[None, :]
+            res[i0 : i0 + _CHUNK] = np.argmax(assign_scores(d, base, inv2var), axis=1)
+    return result
+
+
+def dequantize(
+    indices: NDArray[np.integer] | Sequence[NDArray[np.integer]],
+    book: NDArray[np.floating],
+    out: NDArray[np.floating] | Sequence[NDArray[np.floating]],
+    *,
+    n_threads: int | None = None,
+) -> NDArray[np.floating] | list[NDArray[np.floating]]:
+    """:func:`softshare._native_recipe.dequantize` in NumPy: ``out[...] = book[indices]``."""
+    flat_idx, codebook, flat_out = dequantize_inputs(indices, book, out)
+    as_n_threads(n_threads, cpu_count())
+    for k, (idx, res) in enumerate(zip(flat_idx, flat_out)):
+        name = f"indices[{k}]" if isinstance(indices, (list, tuple)) else "indices"
+        raise_if_bad_indices(idx, name, codebook.size)
+        res[...] = codebook[idx]
+    return out if isinstance(out, np.ndarray) else list(out)
+
+
+def offset_sums(
+    weights: ArrayLike | Sequence[ArrayLike],
+    indices: ArrayLike | Sequence[ArrayLike],
+    book: NDArray[np.floating],
+    *,
+    n_threads: int | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """:func:`softshare._native_recipe.offset_sums` in NumPy, bit for bit.
+
+    ``np.bincount`` adds in position order, as the kernel does: over each
+    block of ``_core.offset_sums_layout(k)``'s length, each of its interleaved
+    runs, added up in run order, then the blocks in order.
+    """
+    flat_w, flat_i, codebook = offset_inputs(weights, indices, book)
+    as_n_threads(n_threads, cpu_count())
+    k = codebook.size
+    block, copies = _core.offset_sums_layout(k)
+    sums = np.zeros(k)
+    counts = np.zeros(k, dtype=np.int64)
+    for s, (w, i) in enumerate(zip(flat_w, flat_i)):
+        raise_if_bad_indices(i, f"indices[{s}]" if len(flat_w) > 1 else "indices", k)
+        idx = i.astype(np.intp)
+        diff = (w - codebook[idx]).astype(np.float64)  # the difference in the weights' dtype
+        for b0 in range(0, w.size, block):
+            ib, db = idx[b0 : b0 + block], diff[b0 : b0 + block]
+            part = np.bincount(ib[::copies], weights=db[::copies], minlength=k)
+            for r in range(1, copies):
+                part = part + np.bincount(ib[r::copies], weights=db[r::copies], minlength=k)
+            sums += part
+        counts += np.bincount(idx, minlength=k)
+    return sums, counts
+
+
+def sparse_counts(
+    indices: ArrayLike,
+    k: int,
+    zero_index: int,
+    index_bits: int,
+    *,
+    n_threads: int | None = None,
+) -> SparseCounts:
+    """:func:`softshare._native_recipe.sparse_counts` from :func:`softshare._codes.sparse_entries`."""
+    size, zero, bits = sparse_parameters(k, zero_index, index_bits)
+    as_n_threads(n_threads, cpu_count())
+    flat = as_index_array(indices, "indices").astype(np.intp)
+    raise_if_bad_indices(flat, "indices", size)
+    gaps, symbols = sparse_entries(flat, zero, bits)
+    return SparseCounts(
+        values=np.bincount(flat, minlength=size),
+        nonzero=int(np.count_nonzero(flat != zero)),
+        gaps=np.bincount(np.asarray(gaps, dtype=np.intp) - 1, minlength=1 << bits),
+        symbols=np.bincount(np.asarray(symbols, dtype=np.intp), minlength=size),
+    )
