@@ -194,8 +194,9 @@ def test_all_lists_every_public_name() -> None:
     assert all(hasattr(compress, name) for name in compress.__all__)
     # the steps softshare.torch shares live in compress's private modules, re-exported here
     shared = {"CompressionReport", "LayerCost", "MergeReport", "compression_report"}
-    shared |= {"huffman_code_lengths", "init_mixture", "merge_components", "sparse_entries"}
-    assert shared | {"symmetric_kl", "HyperPrior"} <= set(compress.__all__)
+    shared |= {"huffman_code_lengths", "init_mixture", "merge_components"}
+    assert shared | {"symmetric_kl", "HyperPrior", "sparse_entries"} <= set(compress.__all__)
+    assert compress.sparse_entries is softshare.reference.sparse_entries  # the reference stream
     for name in shared | {"symmetric_kl"}:
         assert getattr(compress, name).__module__.startswith("softshare.compress._"), name
     assert compress.HyperPrior is softshare.compress._hyperprior.HyperPrior

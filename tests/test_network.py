@@ -31,9 +31,10 @@ def test_sparse_counts_match_the_entries_stream(
     values: list[int], zero_index: int, index_bits: int
 ) -> None:
     flat = np.array(values, dtype=np.uint8)
-    got_values, got_gaps, got_symbols = sparse_counts(flat, 5, zero_index, index_bits)
+    got_values, nonzero, got_gaps, got_symbols = sparse_counts(flat, 5, zero_index, index_bits)
     gaps, symbols = compress.sparse_entries(flat, zero_index, index_bits)
     assert got_values.tolist() == np.bincount(flat, minlength=5).tolist()
+    assert nonzero == int(np.count_nonzero(flat != zero_index))
     want_gaps = Counter(gaps)
     assert {g + 1: int(c) for g, c in enumerate(got_gaps) if c} == dict(want_gaps)
     assert {s: int(c) for s, c in enumerate(got_symbols) if c} == dict(Counter(symbols))

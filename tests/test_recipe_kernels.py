@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import softshare
-from softshare import _codes, _core, reference
+from softshare import _core, reference
 from softshare import _native_recipe as native
 
 INDEX_DTYPES = [np.uint8, np.uint16, np.uint32, np.intp]
@@ -183,7 +183,7 @@ def test_offset_sums_bad_input(
 
 def _check_sparse(idx: np.ndarray, k: int, zero: int, bits: int) -> None:
     ref = reference.sparse_counts(idx, k, zero, bits)
-    gaps, symbols = _codes.sparse_entries(idx.astype(np.intp), zero, bits)
+    gaps, symbols = reference.sparse_entries(idx.astype(np.intp), zero, bits)
     assert ref.nonzero == int(np.count_nonzero(idx != zero))
     assert int(ref.gaps.sum()) == len(gaps) == int(ref.symbols.sum()) == len(symbols)
     for n_threads in [1, 2]:

@@ -225,7 +225,7 @@ def sparse_counts(
 ) -> SparseCounts:
     """The statistics of one layer's relative-index sparse stream, without listing it.
 
-    Exactly the histograms of :func:`softshare._codes.sparse_entries`' gaps
+    Exactly the histograms of :func:`softshare.reference.sparse_entries`' gaps
     and symbols (filler entries included), the histogram of all the layer's
     indices and the count of those not ``zero_index``.
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import _core
-from ._codes import sparse_entries
 from ._formulas import assign_constants, assign_scores, log_term_offset
 from ._formulas import log_terms as _terms
 from ._inputs import as_lam, as_mixture, as_n_threads, as_weights, cpu_count
@@ -230,7 +229,7 @@ def sparse_counts(
     *,
     n_threads: int | None = None,
 ) -> SparseCounts:
-    """:func:`softshare._native_recipe.sparse_counts` from :func:`softshare._codes.sparse_entries`."""
+    """:func:`softshare._native_recipe.sparse_counts` from :func:`sparse_entries`."""
     size, zero, bits = sparse_parameters(k, zero_index, index_bits)
     as_n_threads(n_threads, cpu_count())
     flat = as_index_array(indices, "indices").astype(np.intp)
@@ -242,3 +241,45 @@ def sparse_counts(
         gaps=np.bincount(np.asarray(gaps, dtype=np.intp) - 1, minlength=1 << bits),
         symbols=np.bincount(np.asarray(symbols, dtype=np.intp), minlength=size),
     )
+
+
+def sparse_entries(
+    values: NDArray[np.integer], zero_index: int, index_bits: int
+) -> tuple[list[int], list[int]]:
+    """Han et al.'s relative-index sparse stream of one layer.
+
+    Each stored entry has a gap ``d`` (1 .. 2^index_bits) to the previous
+    stored entry; a longer gap is bridged with filler zeros (entries with
+    ``zero_index`` at the largest gap).
+
+    Parameters
+    ----------
+    values : array of int
+        Codebook indices in storage order.
+    zero_index : int
+        The index whose entries are not stored.
+    index_bits : int
+        Width of the relative index.
+
+    Returns
+    -------
+    (gaps, symbols)
+        ``gaps[k] - 1`` is what the index stream stores; ``symbols[k]`` the
+        codebook index of entry k.
+    """
+    flat = np.asarray(values).reshape(-1)
+    positions = np.flatnonzero(flat != zero_index)
+    max_gap = 1 << index_bits
+    gaps: list[int] = []
+    symbols: list[int] = []
+    prev = -1
+    for p in positions.tolist():
+        d = p - prev
+        while d > max_gap:
+            gaps.append(max_gap)
+            symbols.append(zero_index)
+            d -= max_gap
+        gaps.append(d)
+        symbols.append(int(flat[p]))
+        prev = p
+    return gaps, symbols

@@ -14,7 +14,8 @@ that the report, the file and ``softshare.torch``'s ``QuantizedState`` share.
 
 from __future__ import annotations
 
-from ._codes import huffman_code_lengths, sparse_entries
+from ..reference import sparse_entries
+from ._codes import huffman_code_lengths
 from ._em import em_step, log_likelihood
 from ._export import export_indices, export_quantized, load_quantized, save_quantized
 from ._file import ModelFile, inspect_file, read_file, write_file

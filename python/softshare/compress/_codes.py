@@ -1,4 +1,4 @@
-"""Code lengths of Han et al.'s sparse streams: Huffman codes, the entropy, the entries themselves.
+"""Code lengths of Han et al.'s sparse streams: Huffman codes and the entropy.
 
 Shared by :mod:`softshare.compress` and :mod:`softshare.torch` (through :mod:`softshare.compress._storage`).
 """
@@ -9,12 +9,8 @@ import heapq
 import math
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-    from numpy.typing import NDArray
 
 
 def huffman_code_lengths(counts: Mapping[Any, int]) -> dict[Any, int]:
@@ -57,45 +53,3 @@ def _entropy_bits(counts: Mapping[Any, int]) -> float:
     if total == 0:
         return 0.0
     return -sum(c * math.log2(c / total) for c in counts.values() if c > 0)
-
-
-def sparse_entries(
-    values: NDArray[np.intp], zero_index: int, index_bits: int
-) -> tuple[list[int], list[int]]:
-    """Han et al.'s relative-index sparse stream of one layer.
-
-    Each stored entry has a gap ``d`` (1 .. 2^index_bits) to the previous
-    stored entry; a longer gap is bridged with filler zeros (entries with
-    ``zero_index`` at the largest gap).
-
-    Parameters
-    ----------
-    values : array of int
-        Codebook indices in storage order.
-    zero_index : int
-        The index whose entries are not stored.
-    index_bits : int
-        Width of the relative index.
-
-    Returns
-    -------
-    (gaps, symbols)
-        ``gaps[k] - 1`` is what the index stream stores; ``symbols[k]`` the
-        codebook index of entry k.
-    """
-    flat = np.asarray(values).reshape(-1)
-    positions = np.flatnonzero(flat != zero_index)
-    max_gap = 1 << index_bits
-    gaps: list[int] = []
-    symbols: list[int] = []
-    prev = -1
-    for p in positions.tolist():
-        d = p - prev
-        while d > max_gap:
-            gaps.append(max_gap)
-            symbols.append(zero_index)
-            d -= max_gap
-        gaps.append(d)
-        symbols.append(int(flat[p]))
-        prev = p
-    return gaps, symbols

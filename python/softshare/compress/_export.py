@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._inputs import as_mixture
+from .._recipe_inputs import index_dtype
 from ._format import npz as _npzfile
 from ._format.atomic import replace_atomically
 from ._network import quantize_network
-from ._passes import index_dtype
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._recipe_inputs import index_dtype
 from ._export import _checked
 from ._format.model import ModelFile, read_model, write_model
 from ._network import QuantizedNetwork, quantize_network
-from ._passes import index_dtype, value_counts
+from ._passes import value_counts
 
 if TYPE_CHECKING:
     import os

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._inputs import as_mixture
+from .._recipe_inputs import index_dtype
 from ._passes import (
     assign_into,
     codebook_dtype,
-    index_dtype,
     offset_sums,
+    raise_if_not_finite,
     real_layers,
     remap_into,
     take_into,
@@ -239,7 +240,7 @@ def quantize_network(
     if not isinstance(flag, bool):
         msg = f"use_pi must be True or False, got {use_pi!r}"
         raise TypeError(msg)
-    arrays = real_layers(layers)
+    arrays = real_layers(layers, check_finite=False)  # the assignment pass checks
     kept = {n: np.array(a) for n, a in (exact or {}).items()}
     if both := sorted(set(kept) & set(arrays)):
         msg = f"{both[:5]} are both quantized layers and exact tensors"
@@ -250,7 +251,10 @@ def quantize_network(
     counts = np.zeros(m, dtype=np.int64)
     for name, arr in arrays.items():
         out = np.empty(arr.shape, dtype=wide)
-        counts += assign_into(arr.reshape(-1), mix, out.reshape(-1), use_pi=use_pi)
+        got = assign_into(arr.reshape(-1), mix, out.reshape(-1), use_pi=use_pi)
+        if got is None:
+            raise_if_not_finite(name, arr)
+        counts += got if got is not None else 0
         assigned[name] = out
     used = np.flatnonzero(counts)
     if not used.size:  # no weights at all: one value, so that the codebook is never empty

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._inputs import as_mixture, as_weights
-from ._passes import assign_into, real_layers
+from .._native_recipe import assign as native_assign
+from ._passes import real_layers
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 def assign(weights: ArrayLike, mixture: Mixture, *, use_pi: bool = True) -> NDArray[np.intp]:
     """Index of the most responsible component of every weight (MAP).
 
-    Chunked: never more than 32768 x M log-terms at once.
+    One native pass (:func:`softshare.assign`, ties to the lowest index),
+    never an N x M array; the result as ``intp``.
 
     Parameters
     ----------
@@ -36,10 +38,9 @@ def assign(weights: ArrayLike, mixture: Mixture, *, use_pi: bool = True) -> NDAr
     ndarray of intp
         The component index of every weight, shaped like ``weights``.
     """
-    mix = as_mixture(mixture)
-    arr = real_layers({"weights": weights})["weights"]
+    arr = real_layers({"weights": weights}, check_finite=False)["weights"]
     out = np.empty(arr.shape, dtype=np.intp)
-    assign_into(arr.reshape(-1), mix, out.reshape(-1), use_pi=use_pi)
+    native_assign(arr, as_mixture(mixture), use_pi=use_pi, out=out)
     return out
 
 

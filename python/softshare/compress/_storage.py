@@ -210,7 +210,7 @@ def _layer_cost(
     name: str, arr: NDArray[Any], kind: str, bits: int, k: int, zero_index: int
 ) -> LayerCost:
     """The cost of one layer's indices with a ``bits``-wide relative index."""
-    values, gaps, symbols = sparse_counts(arr.reshape(-1), k, zero_index, bits)
+    values, nonzero, gaps, symbols = sparse_counts(arr.reshape(-1), k, zero_index, bits)
     gap_bits, gap_entropy = _bits(gaps)
     sym_bits, sym_entropy = _bits(symbols)
     n_entries = int(gaps.sum())
@@ -218,7 +218,7 @@ def _layer_cost(
         name=name,
         kind=kind,
         n_weights=int(arr.size),
-        n_nonzero=int(arr.size - (values[zero_index] if zero_index < k else 0)),
+        n_nonzero=int(nonzero),
         n_entries=n_entries,
         n_distinct=int(np.count_nonzero(values)),
         bits_huffman=gap_bits + sym_bits,

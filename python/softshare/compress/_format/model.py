@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ... import _core
+from ..._recipe_inputs import index_dtype
 from .._network import QuantizedNetwork
-from .._passes import index_dtype, value_counts
+from .._passes import value_counts
 from .atomic import replace_atomically
 from .header import (
     EXACT_DTYPES,
