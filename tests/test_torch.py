@@ -318,3 +318,15 @@ def test_native_step_refuses_a_bad_mixture_with_mixtures_error() -> None:
     with pytest.raises(ValueError, match="log_var"):
         sst.penalty(w, good, torch.tensor([0.0, 800.0]), good, backend="native")
     assert w.grad is None
+
+
+def test_fallback_keeps_a_weight_closer_to_its_mean_than_float32_resolves() -> None:
+    # w and mu round to the same float32: w - mu_float32 is 0, the true distance 3e-8
+    w = torch.tensor([0.7598443], dtype=torch.float32, requires_grad=False)
+    mu = torch.tensor([0.75984427], dtype=torch.float64, requires_grad=True)
+    log_var, logit = torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    sst.penalty(w, mu, log_var, logit, 1.0, backend="torch").backward()
+    mix = softshare.Mixture(mu.detach().numpy(), log_var.numpy(), logit.numpy())
+    want = softshare.reference.penalty(w.double().numpy(), mix, 1.0).grad_mu
+    assert mu.grad is not None
+    np.testing.assert_allclose(mu.grad.numpy(), want, rtol=1e-6)

@@ -64,6 +64,9 @@ def forward_torch(
         work = acc_dtype  # a mixture float32 cannot hold: compute in float64 instead
     offset = log_term_offset(log_pi, log_var_acc).to(work)
     mu_w = mu_acc.to(work)
+    # mu's rounding to the working dtype, subtracted after w - mu_w (exact when w is near
+    # mu_w): a weight closer to mu than float32 resolves keeps its distance, as in the kernel
+    mu_lo = (mu_acc - mu_w.to(acc_dtype)).to(work)
     inv_var = inv_var_acc.to(work)
     sum_l = torch.zeros((), dtype=acc_dtype, device=device)
     s0, s1, s2 = (torch.zeros_like(mu_acc) for _ in range(3))
@@ -74,7 +77,7 @@ def forward_torch(
         n += flat.numel()
         grad = torch.empty(flat.shape, dtype=w.dtype, device=w.device)
         for i0 in range(0, flat.numel(), _CHUNK):
-            d = flat[i0 : i0 + _CHUNK].to(work)[:, None] - mu_w[None, :]
+            d = (flat[i0 : i0 + _CHUNK].to(work)[:, None] - mu_w[None, :]) - mu_lo[None, :]
             terms = log_terms(d, offset, inv_var)
             big_l = torch.logsumexp(terms, dim=1)
             gamma = torch.softmax(terms, dim=1)  # max subtracted first: exact for huge terms
