@@ -183,6 +183,7 @@ class FineTuner:
         for name, p in self._params.items():
             g = p.grad
             if g is None:
+                self._shadows[name].grad = None
                 continue
             grad.index_add_(0, self._comps[name], g.reshape(-1).to(grad.dtype))
             self._shadows[name].grad = g
