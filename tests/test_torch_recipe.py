@@ -55,7 +55,7 @@ def _user_recipe(path: Path) -> dict[str, Any]:
         with torch.no_grad():
             return float((model(xv).argmax(1) != yv).float().mean())
 
-    def epoch(opt: Any, prior: Any = None, state: Any = None) -> Any:
+    def epoch(opt: Any, prior: Any = None, state: Any = None, progress: float = 1.0) -> Any:
         for xb, yb in zip(x.split(64), y.split(64)):
             opt.zero_grad()
             loss = F.cross_entropy(model(xb), yb)
@@ -63,6 +63,8 @@ def _user_recipe(path: Path) -> dict[str, Any]:
                 loss = loss + prior(model, lam=5.0 / len(x))
             loss.backward()
             opt.step()
+            if prior is not None and state is None:
+                prior.bound_widths_(progress)
             if state is not None:  # fine-tuning: the step projected onto the shared values
                 state = prior.requantize_(model, state)
         return state
@@ -74,8 +76,8 @@ def _user_recipe(path: Path) -> dict[str, Any]:
     prior = sst.MixturePrior.from_weights(model, 9)
     groups = prior.parameter_groups(lr_mu=1e-3, lr_log_var=1e-2, lr_logit=1e-2)
     opt = torch.optim.Adam([{"params": model.parameters()}, *groups], lr=3e-3)
-    for _ in range(30):
-        epoch(opt, prior)
+    for k in range(30):
+        epoch(opt, prior, progress=k / 29)
     n_before = prior.n_components
     merged = prior.merge_(model)
     state = prior.quantize_(model)
@@ -369,9 +371,11 @@ def test_bad_input_raises_clear_errors() -> None:
 def test_from_weights_lays_the_mixture_over_the_weights() -> None:
     torch.manual_seed(2)
     model = TinyNet()
-    prior = sst.MixturePrior.from_weights(model, 9, init_pi_zero=0.99, dtype=torch.float64)
+    prior = sst.MixturePrior.from_weights(
+        model, 9, init_pi_zero=0.99, pi_zero=None, dtype=torch.float64
+    )
     flat = np.concatenate([p.detach().numpy().ravel() for p in model.parameters()])
-    assert prior.mixture() == compress.init_mixture(flat, 9, pi_zero=0.99)
+    assert prior.mixture() == compress.init_mixture(flat, 9, pi_zero=0.99, sigma_std=2.0)
     assert prior.zero_component
     assert prior.mu.dtype == torch.float64
     fixed = sst.MixturePrior.from_weights(model, 5, pi_zero=0.95, spread="quantile")

@@ -12,6 +12,8 @@ import numpy as np
 from .._inputs import as_weights
 from .._mixture import Mixture
 
+_CHUNK = 1 << 16  # weights per float64 chunk when summing
+
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
@@ -34,6 +36,18 @@ def _range(flat: list[NDArray[np.floating]]) -> tuple[float, float]:
     return lo, hi
 
 
+def _std(flat: list[NDArray[np.floating]]) -> float:
+    """The standard deviation of all the weights together, in float64 chunks (no copy of them all)."""
+    n, total, squares = 0, 0.0, 0.0
+    for a in flat:
+        v = a.reshape(-1)
+        for i0 in range(0, v.size, _CHUNK):
+            c = v[i0 : i0 + _CHUNK].astype(np.float64)
+            n, total, squares = n + c.size, total + float(c.sum()), squares + float(c @ c)
+    mean = total / n
+    return float(np.sqrt(max(squares / n - mean * mean, 0.0)))
+
+
 def init_mixture(
     weights: WeightsLike,
     n_components: int = 17,
@@ -42,6 +56,7 @@ def init_mixture(
     pi_zero: float = 0.999,
     spread: str = "range",
     sigma: float | None = None,
+    sigma_std: float | None = None,
 ) -> Mixture:
     """A mixture to start retraining from, laid over trained weights.
 
@@ -60,7 +75,12 @@ def init_mixture(
         or at evenly spaced quantiles of them (a sorted float64 copy of all).
     sigma : float, optional
         Shared initial standard deviation; by default a quarter of the spacing
-        of the means.
+        of the means (unless ``sigma_std`` is given).
+    sigma_std : float, optional
+        The shared initial standard deviation as this multiple of the weights'
+        own standard deviation (``softshare demo`` and
+        ``softshare.torch.MixturePrior.from_weights`` use 2: a zero component
+        wide enough to pull the small weights in). Not with ``sigma``.
 
     Returns
     -------
@@ -90,6 +110,17 @@ def init_mixture(
     else:
         msg = f"spread must be 'range' or 'quantile', got {spread!r}"
         raise ValueError(msg)
+    if sigma is not None and sigma_std is not None:
+        msg = "give sigma or sigma_std, not both"
+        raise ValueError(msg)
+    if sigma_std is not None:
+        if not (np.isfinite(sigma_std) and sigma_std > 0):
+            msg = f"sigma_std must be finite and positive, got {sigma_std}"
+            raise ValueError(msg)
+        sigma = sigma_std * _std(flat)
+        if not sigma > 0:
+            msg = "sigma_std needs weights that are not all equal (their standard deviation is 0)"
+            raise ValueError(msg)
     if sigma is None:
         span = max(hi - lo, 1e-8)
         sigma = 0.25 * span / max(n_free - 1, 1)

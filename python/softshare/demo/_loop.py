@@ -7,10 +7,6 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from .. import compress
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -96,25 +92,3 @@ def _error(model: Any, x: Any, y: Any) -> float:
 def _snapshot(module: Any) -> dict[str, Any]:
     """A detached copy of a module's state."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _host(tensors: Any) -> list[np.ndarray]:
-    """NumPy copies (on the CPU) of a sequence of tensors."""
-    return [t.detach().cpu().numpy() for t in tensors]
-
-
-def _val_error_with(model: Any, weights: list[np.ndarray], x: Any, y: Any) -> float:
-    """Classification error of ``model`` on ``(x, y)`` with its parameters set to ``weights``."""
-    import torch
-
-    params = {
-        n: torch.from_numpy(np.asarray(w, dtype=np.float32)).to(p.device)
-        for (n, p), w in zip(model.named_parameters(), weights)
-    }
-    return _error(lambda xb: torch.func.functional_call(model, params, (xb,)), x, y)
-
-
-def _quantized_val_error(model: Any, prior: Any, x: Any, y: Any) -> float:
-    """Classification error of ``model`` with its weights quantized by ``prior``'s mixture."""
-    quant, _ = compress.quantize(_host(model.parameters()), prior.mixture())
-    return _val_error_with(model, quant, x, y)

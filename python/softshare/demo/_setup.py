@@ -14,6 +14,7 @@ from .schedule import Schedule, schedule_for
 if TYPE_CHECKING:
     from .. import compress
     from .._mixture import Mixture
+    from ..torch import MixturePrior, QuantizationChoice, QuantizedState
     from .data import Data
     from .recipe import Config
 
@@ -93,18 +94,18 @@ class Retrained(Trained):
 
 @dataclass
 class Quantized:
-    """The merged mixture, what merging did, the assignment rule and each weight's component."""
+    """The merged mixture, what merging did, the assignment rule, the choice and the merged prior."""
 
     mixture: Mixture
     merge: compress.MergeReport
     use_pi: bool
-    indices: list[np.ndarray]
+    choice: QuantizationChoice
+    prior: MixturePrior
 
 
 @dataclass
 class Finetuned:
-    """The fine-tuned codebook, each weight's index into it, and the test error."""
+    """The fine-tuned quantization (what the model and its file hold) and the test error."""
 
-    codebook: np.ndarray
-    indices: list[np.ndarray]
+    state: QuantizedState
     error: float

@@ -7,8 +7,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from .models import check_fits
 from .plots import _figures
 from .schedule import STAGES
@@ -58,7 +56,7 @@ class Config:
     init_sigma: float = 2.0  # initial sigma of every component, in units of the weights' std
     finetune_lr: float = 5e-4
     finetune_lr_weights: float = 3e-4
-    reassign_every: int = 4  # fine-tuning steps between MAP assignments of the weights
+    reassign_every: int = 32  # fine-tuning steps between assignments of the shadow weights
     spread: str = "range"
     merge_tolerance: float = 0.0  # validation error given up for a smaller file when merging
     prune_below: tuple[float, ...] = (0.5,)  # pruning bounds tried (weights per component)
@@ -182,7 +180,7 @@ def run_network(
 
     pretrained = pretrain(s)
     lap("pretrain")
-    retrained = retrain_with_prior(s, pretrained.weights)
+    retrained = retrain_with_prior(s)
     lap("retrain")
     quantized = merge_and_quantize(s, retrained)
     lap("merge")
@@ -199,7 +197,6 @@ def run_network(
             quantized.mixture,
             retrained.history,
         )
-    used = np.unique(np.concatenate([np.asarray(i).ravel() for i in finetuned.indices]))
     sched = s.sched
     return RunResult(
         name=kind,
@@ -208,7 +205,7 @@ def run_network(
         error_after=finetuned.error,
         error_retrained=retrained.error,
         nonzero_fraction=report.nonzero_fraction,
-        n_components=len(used),
+        n_components=len(finetuned.state.counts),
         compression_ratio=report.ratio_file,
         compression_ratio_entropy=report.ratio_entropy,
         compression_ratio_fixed=32 * report.n_weights / report.bits_fixed,

@@ -20,12 +20,18 @@ Modules: :mod:`softshare.torch._op` (the op and :func:`penalty`),
 :mod:`softshare.torch._fallback` (the pure-torch implementation) and
 :mod:`softshare.torch.prior` (:class:`MixturePrior`, with the compression
 recipe's steps from :mod:`softshare.torch._recipe`: ``merge_``, ``quantize_``,
-``requantize_``, ``snapshot``, ``compression_report``, ``from_weights``).
+``requantize_``, ``snapshot``, ``compression_report``, ``from_weights``),
+:mod:`softshare.torch._finetune` (:class:`FineTuner`: quantized fine-tuning with
+straight-through shadow weights) and :mod:`softshare.torch._choose`
+(:class:`Chooser`: checkpoints, merge settings and the assignment rule chosen
+with the user's validation function).
 """
 
 from __future__ import annotations
 
+from ._choose import Chooser, QuantizationChoice
 from ._file import load_compressed, save_compressed
+from ._finetune import FineTuner
 from ._op import BACKENDS, TensorOrTensors, penalty
 from ._overlap import PendingPenalty, start_penalty
 from ._quantized import QuantizedState
@@ -33,8 +39,11 @@ from .prior import MixturePrior
 
 __all__ = [
     "BACKENDS",
+    "Chooser",
+    "FineTuner",
     "MixturePrior",
     "PendingPenalty",
+    "QuantizationChoice",
     "QuantizedState",
     "TensorOrTensors",
     "load_compressed",

@@ -7,6 +7,7 @@ parameters and buffers stored exactly beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,7 @@ def save_compressed(
     state: QuantizedState | None = None,
     use_pi: bool = True,
     buffers: bool = True,
+    mixture: bool = True,
 ) -> ModelFile:
     """Write a module, its penalised weights quantized, to a compressed model file at ``path``.
 
@@ -103,6 +105,9 @@ def save_compressed(
         Without ``state``: MAP assignment (True) or likelihood alone.
     buffers : bool, default True
         Store the module's persistent buffers too (False: leave them out).
+    mixture : bool, default True
+        Store the prior's mixture (24 bytes a component; False: leave it out,
+        and :func:`load_compressed` returns None).
 
     Returns
     -------
@@ -128,6 +133,7 @@ def save_compressed(
     """
     _check_types(module, prior, state)
     check_flag("buffers", buffers)
+    check_flag("mixture", mixture)
     params = _weights(module, prior)
     if state is None:
         assert prior is not None
@@ -139,8 +145,10 @@ def save_compressed(
     exact = {n: _exact_array(n, p) for n, p in params.items() if n not in state.network.indices}
     if buffers:
         exact.update((n, _exact_array(n, b)) for n, b in _persistent_buffers(module).items())
-    mixture = prior.mixture() if prior is not None else None
-    return write_model(path, with_exact(state, exact, mixture))
+    network = with_exact(state, exact, prior.mixture() if prior is not None else None)
+    if not mixture:
+        network = dataclasses.replace(network, mixture=None)
+    return write_model(path, network)
 
 
 def load_compressed(
