@@ -93,3 +93,19 @@ def test_log_var_beyond_float64_variances(log_var: float) -> None:
     edge = softshare.Mixture([0.0], [np.sign(log_var) * 708.0], [0.0])
     assert np.isfinite(edge.var).all()
     assert np.isfinite(1.0 / edge.var).all()
+
+
+def test_pickle_and_copies_keep_a_mixture_immutable() -> None:
+    import copy
+    import pickle
+
+    mix = softshare.Mixture([0.0, 0.5], [-4.0, -2.0], [2.0, 0.0])
+    _ = mix.pi, mix.var, mix.sigma  # cached before pickling
+    for other in (pickle.loads(pickle.dumps(mix)), copy.copy(mix), copy.deepcopy(mix)):
+        assert other == mix
+        for arr in (other.mu, other.log_var, other.logit, other.pi, other.var, other.sigma):
+            assert not arr.flags.writeable
+            with pytest.raises(ValueError, match="read-only"):
+                arr[0] = 1.0
+    back = pickle.loads(pickle.dumps(mix))
+    assert back.pi is not mix.pi  # derived afresh, never carried stale

@@ -258,3 +258,20 @@ class Mixture:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[type[Mixture], tuple[NDArray[np.float64], ...]]:
+        """Pickled as its three parameters and rebuilt through ``__init__``.
+
+        So an unpickled mixture is checked again, read-only, and derives
+        ``pi``, ``var`` and ``sigma`` afresh (a pickle of the slots would carry
+        writeable copies of the arrays and the cached values beside them).
+        """
+        return (Mixture, (self._mu, self._log_var, self._logit))
+
+    def __copy__(self) -> Mixture:
+        """The mixture itself: it is an immutable value."""
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Mixture:
+        """The mixture itself: it is an immutable value."""
+        return self
