@@ -295,3 +295,20 @@ def test_inspect_prints_every_layer_and_refuses_other_files(
     with pytest.raises(SystemExit):
         main(["inspect"])
     assert "the following arguments are required: FILE" in capsys.readouterr().err
+
+
+def test_inspect_into_a_pipe_closed_early_prints_no_traceback(tmp_path: Path) -> None:
+    from softshare import Mixture, compress
+
+    mix = Mixture([0.0, -0.5, 0.5], [-9.0, -9.0, -9.0], [2.0, 0.0, 0.0])
+    path = tmp_path / "m.sws"
+    compress.write_file(path, {f"l{i}.weight": np.zeros((3, 3)) for i in range(50)}, mix)
+    code = "import sys; from softshare.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    # the reader takes one line and closes the pipe while inspect still writes
+    shell = f"{sys.executable} -c '{code}' inspect {' '.join([str(path)] * 400)} | head -n 1"
+    done = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {shell}"], capture_output=True, text=True
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "BrokenPipeError" not in done.stderr
+    assert done.stdout.startswith(str(path))

@@ -140,3 +140,10 @@ def test_a_file_that_is_not_one_is_refused_before_it_is_read(tmp_path: Path) -> 
         f.truncate(1 << 33)  # 8 GiB sparse: reading it whole would take the memory
     with pytest.raises(ValueError, match="not a softshare model file"):
         compress.inspect_file(big)
+
+
+def test_em_step_names_a_bad_min_var() -> None:
+    w = np.linspace(-0.5, 0.5, 11)
+    for bad in (0.0, -1.0, np.nan, np.inf, "1e-3", True):
+        with pytest.raises(ValueError, match="min_var must be a finite number above 0"):
+            compress.em_step(w, _mixture(), min_var=bad)  # type: ignore[arg-type]

@@ -53,8 +53,21 @@ def em_step(weights: WeightsLike, mixture: Mixture, *, min_var: float = 1e-12) -
     -------
     Mixture
         The updated mixture (the input itself when there are no weights).
+
+    Raises
+    ------
+    ValueError
+        If ``min_var`` is not a finite number above 0, or as :func:`softshare.penalty`.
     """
     mix = as_mixture(mixture)
+    floor: object = min_var  # callers without type checking pass anything
+    if (
+        isinstance(floor, bool)
+        or not isinstance(floor, (int, float, np.floating, np.integer))
+        or not 0.0 < float(floor) < np.inf
+    ):
+        msg = f"min_var must be a finite number above 0, got {min_var!r}"
+        raise ValueError(msg)
     r = penalty(weights, mix, 1.0)
     if r.n == 0:
         return mix

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from .. import compress
 
@@ -28,7 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("files", nargs="+", metavar="FILE")
     args = parser.parse_args(argv)
-    for i, path in enumerate(args.files):
+    try:
+        _print_files(parser, args.files)
+    except BrokenPipeError:  # the reader left (`softshare inspect FILE | head`): no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not fail again
+        return 0
+    return 0
+
+
+def _print_files(parser: argparse.ArgumentParser, files: list[str]) -> None:
+    """Each file's summary line and table, or ``parser.error`` for one that cannot be read."""
+    for i, path in enumerate(files):
         try:
             contents = compress.inspect_file(path)
         except OSError as e:
@@ -42,5 +55,4 @@ def main(argv: list[str] | None = None) -> int:
             + (f", a mixture of {mix.n_components} components" if mix is not None else "")
             + f"; {contents.file_bytes} bytes, {contents.ratio:.1f}x float32\n"
         )
-        print(contents.to_markdown())
-    return 0
+        print(contents.to_markdown(), flush=True)
