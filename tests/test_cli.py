@@ -307,7 +307,7 @@ def test_inspect_into_a_pipe_closed_early_prints_no_traceback(tmp_path: Path) ->
     # the reader takes one line and closes the pipe while inspect still writes
     shell = f"{sys.executable} -c '{code}' inspect {' '.join([str(path)] * 400)} | head -n 1"
     done = subprocess.run(
-        ["bash", "-c", f"set -o pipefail; {shell}"], capture_output=True, text=True
+        ["bash", "-c", f"set -o pipefail; {shell}"], check=True, capture_output=True, text=True
     )
     assert "Traceback" not in done.stderr, done.stderr
     assert "BrokenPipeError" not in done.stderr
