@@ -96,10 +96,14 @@ def sparse_counts(
 
 # ---- the compressed model file's entropy coder (csrc/softshare/codec.hpp) ----
 def encode_layers(
-    layers: Sequence[NDArray[np.unsignedinteger]], shapes: Sequence[tuple[int, int]], k: int
+    layers: Sequence[NDArray[np.unsignedinteger]],
+    shapes: Sequence[tuple[int, int]],
+    k: int,
+    version: int = 1,
+    n_threads: int = 0,
 ) -> tuple[bytes, list[int]]: ...
 def decode_layers(
-    data: bytes, shapes: Sequence[tuple[int, int]], k: int
+    data: bytes, shapes: Sequence[tuple[int, int]], k: int, version: int = 1, n_threads: int = 0
 ) -> tuple[list[NDArray[np.unsignedinteger]], list[int]]: ...
 
 class StreamEncoder:
