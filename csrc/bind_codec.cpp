@@ -79,14 +79,26 @@ int codec_threads(int n_threads, std::size_t work) {
 }
 
 // Codes rows [row0, row0 + rows) of a layer of `cols` columns at `data` (width bytes per index).
+// (counts: code_layer's, when decoding.)
 template <bool kEncode, class IO>
 void code_part(IO& io, sc::LayerModels& models, void* data, int width, std::int64_t row0,
-               std::int64_t rows, std::int64_t cols) {
+               std::int64_t rows, std::int64_t cols, std::int64_t* counts = nullptr) {
     const std::int64_t at = row0 * cols;
-    if (width == 1) sc::code_layer<kEncode>(io, models, static_cast<std::uint8_t*>(data) + at, rows, cols);
-    else if (width == 2) sc::code_layer<kEncode>(io, models, static_cast<std::uint16_t*>(data) + at, rows, cols);
-    else sc::code_layer<kEncode>(io, models, static_cast<std::uint32_t*>(data) + at, rows, cols);
+    if (width == 1) {
+        sc::code_layer<kEncode>(io, models, static_cast<std::uint8_t*>(data) + at, rows, cols,
+                                counts);
+    } else if (width == 2) {
+        sc::code_layer<kEncode>(io, models, static_cast<std::uint16_t*>(data) + at, rows, cols,
+                                counts);
+    } else {
+        sc::code_layer<kEncode>(io, models, static_cast<std::uint32_t*>(data) + at, rows, cols,
+                                counts);
+    }
 }
+
+// decode_layers counts the values itself for codebooks up to this size (a
+// tally per segment); larger ones are counted by the caller.
+constexpr std::uint64_t kCountedCodebook = 256;
 
 template <class Index>
 std::uint64_t largest(const Index* p, std::int64_t n) {
@@ -240,7 +252,7 @@ std::vector<std::pair<std::size_t, std::size_t>> read_segments(const std::uint8_
 }
 
 py::tuple decode_layers(const py::bytes& data, const Shapes& shapes, std::uint64_t k, int version,
-                        int n_threads) {
+                        int n_threads, bool want_counts) {
     check_codebook_size(k);
     check_version(version);
     const int width = k <= 256 ? 1 : k <= 65536 ? 2 : 4;
@@ -268,6 +280,9 @@ py::tuple decode_layers(const py::bytes& data, const Shapes& shapes, std::uint64
     }
     const int threads = codec_threads(n_threads, n_seg);
     std::vector<std::size_t> ends(shapes.size());
+    const bool counting = want_counts && k >= 1 && k <= kCountedCodebook;
+    const auto ku = static_cast<std::size_t>(k);
+    std::vector<std::int64_t> tally(counting ? ku * std::max<std::size_t>(n_seg, 1) : 0);
     bool overrun = false;
     std::vector<std::uint8_t> seg_overrun(n_seg);
     std::vector<std::size_t> seg_extra(n_seg);  // bytes beyond a segment's values
@@ -279,7 +294,7 @@ py::tuple decode_layers(const py::bytes& data, const Shapes& shapes, std::uint64
             sc::DecodeIO io{dec};
             for (std::size_t i = 0; i < shapes.size(); ++i) {
                 code_part<false>(io, models, ptrs[i], width, 0, shapes[i].first,
-                                 shapes[i].second);
+                                 shapes[i].second, counting ? tally.data() : nullptr);
                 ends[i] = dec.shifted();
             }
             overrun = dec.overrun();
@@ -296,7 +311,9 @@ py::tuple decode_layers(const py::bytes& data, const Shapes& shapes, std::uint64
                 for (std::size_t p = begin; p < end; ++p) {
                     const sc::Part& part = plan.parts[p];
                     code_part<false>(io, models, ptrs[part.layer], width, part.row0, part.rows,
-                                     shapes[part.layer].second);
+                                     shapes[part.layer].second,
+                                     counting ? tally.data() + static_cast<std::size_t>(s) * ku
+                                              : nullptr);
                     part_bytes[p] = dec.shifted() - before;
                     before = dec.shifted();
                 }
@@ -323,7 +340,13 @@ py::tuple decode_layers(const py::bytes& data, const Shapes& shapes, std::uint64
                                         std::to_string(seg_extra[s]) + " bytes beyond its values");
         }
     }
-    return py::make_tuple(arrays, ends);
+    if (!want_counts) return py::make_tuple(arrays, ends);
+    if (!counting) return py::make_tuple(arrays, ends, py::none());
+    py::array_t<std::int64_t> counts(static_cast<py::ssize_t>(ku));
+    std::int64_t* total = counts.mutable_data();
+    std::fill(total, total + ku, 0);
+    for (std::size_t at = 0; at < tally.size(); ++at) total[at % ku] += tally[at];
+    return py::make_tuple(arrays, ends, counts);
 }
 
 std::vector<std::uint8_t> as_vector(const py::bytes& b) {
@@ -346,9 +369,10 @@ void register_codec(py::module_& mod) {
             "(bytes, the layers' cumulative bytes: the stream's size after each layer, "
             "version 3's segment table not counted).");
     mod.def("decode_layers", &decode_layers, py::arg("data"), py::arg("shapes"), py::arg("k"),
-            py::arg("version") = 1, py::arg("n_threads") = 0,
+            py::arg("version") = 1, py::arg("n_threads") = 0, py::arg("counts") = false,
             "Decode encode_layers' stream: returns (1-D index arrays, the layers' cumulative "
-            "bytes as encode_layers gives them). Version 3 also refuses a segment table that "
+            "bytes as encode_layers gives them), and with counts=True a third item: how many "
+            "indices hold each of the k values (int64), or None for k over 256. Version 3 also refuses a segment table that "
             "does not fit the data and a segment with more than one byte beyond its values.");
     py::class_<sc::StreamEncoder>(mod, "StreamEncoder",
                                   "Adaptive bits, symbols and integers, encoded.")

@@ -60,6 +60,13 @@ def test_layers_round_trip(
         np.testing.assert_array_equal(a, b)
     again, _ = _core.encode_layers(layers, shapes, k, version)
     assert again == data  # deterministic
+    *_, counts = _core.decode_layers(data, shapes, k, version, 0, True)
+    if k > 256:
+        assert counts is None
+    else:
+        assert counts is not None
+        expected = sum((np.bincount(a, minlength=k) for a in layers), np.zeros(k, np.int64))
+        np.testing.assert_array_equal(counts, expected)
     if version == 3 and shapes:  # one segment: version 1's stream
         assert data == _core.encode_layers(layers, shapes, k, 1)[0]
 
@@ -84,8 +91,10 @@ def test_segments_are_the_same_bytes_on_any_thread_count() -> None:
     for threads in (2, 3, 8):
         assert _core.encode_layers(layers, SEGMENTED, 17, 3, threads) == (data, ends)
     for threads in (1, 2, 8):
-        decoded, read = _core.decode_layers(data, SEGMENTED, 17, 3, threads)
+        decoded, read, counts = _core.decode_layers(data, SEGMENTED, 17, 3, threads, True)
         assert read == ends
+        assert counts is not None
+        assert counts.tolist() == np.bincount(np.concatenate(layers), minlength=17).tolist()
         for a, b in zip(decoded, layers):
             np.testing.assert_array_equal(a, b)
     single, _ = _core.encode_layers(layers, SEGMENTED, 17, 1)

@@ -212,11 +212,14 @@ std::uint64_t most_frequent(const Index* idx, std::int64_t n, std::uint64_t k) {
 }
 
 // Codes one layer of r x c indices (encoding when kEncode, else decoding into idx,
-// every element of which it writes). Indices must be below models.k().
+// every element of which it writes). Indices must be below models.k(). Decoding
+// with `counts` (k of them), adds how many indices hold each value.
 template <bool kEncode, class IO, class Index>
-void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t c) {
+void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t c,
+                std::int64_t* counts = nullptr) {
     if (r == 0 || c == 0 || m.k() <= 1) {  // nothing to code: all index 0
         if (!kEncode) std::fill(idx, idx + r * c, Index{0});
+        if (counts != nullptr && r * c > 0) counts[0] += r * c;
         return;
     }
     m.begin_layer();
@@ -265,8 +268,10 @@ void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t
     }
     if (rows.empty() || cols.empty()) {
         if (!kEncode) std::fill(idx, idx + r * c, static_cast<Index>(bg));
+        if (counts != nullptr) counts[bg] += r * c;
         return;
     }
+    std::int64_t others = 0;  // cells not the background
     if (!kEncode) std::fill(idx, idx + r * c, static_cast<Index>(bg));
     // above[j]: the cell of the previous live row in column j; col_has[j]: a
     // cell of column j so far is not the background.
@@ -289,7 +294,12 @@ void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t
             if (y) {
                 const std::uint64_t v = kEncode ? row[j] : 0;
                 const std::uint64_t s = m.symbol(io, kEncode ? v - (v > bg) : 0);
-                if (!kEncode) row[j] = static_cast<Index>(s + (s >= bg));
+                if (!kEncode) {
+                    const std::uint64_t got = s + (s >= bg);
+                    row[j] = static_cast<Index>(got);
+                    if (counts != nullptr) ++counts[got];
+                }
+                ++others;
                 row_has = true;
                 col_has[j] = 1;
             }
@@ -297,6 +307,7 @@ void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t
             above[j] = static_cast<std::uint8_t>(y);
         }
     }
+    if (counts != nullptr) counts[bg] += r * c - others;
 }
 
 // ---- format version 3: segments ----------------------------------------------------------------

@@ -345,7 +345,9 @@ def parse_model(raw: bytes, where: str) -> ModelFile:
     data = body[: len(body) - sum(sizes)]
     k = int(h.codebook.size)
     try:
-        flat, ends = _core.decode_layers(data, [_matrix(s) for s in h.shapes], k, raw[3])
+        flat, ends, counts = _core.decode_layers(
+            data, [_matrix(s) for s in h.shapes], k, raw[3], 0, True
+        )
     except ValueError as e:
         msg = f"{where}: {e}"
         raise ValueError(msg) from None
@@ -362,7 +364,9 @@ def parse_model(raw: bytes, where: str) -> ModelFile:
         codebook=h.codebook,
         indices=indices,
         dtypes={n: np.dtype(np.float64 if f else np.float32) for n, f in zip(h.names, h.float64)},
-        counts=tuple(int(c) for c in value_counts(indices.values(), k)),
+        counts=tuple(
+            int(c) for c in (value_counts(indices.values(), k) if counts is None else counts)
+        ),
         mixture=h.mixture,
         exact=exact,
     )
