@@ -23,7 +23,6 @@
 #include <utility>
 #include <vector>
 
-#include "softshare/codec.hpp"
 #include "softshare/dispatch.hpp"
 #include "softshare/driver.hpp"
 #include "softshare/gradients.hpp"
@@ -486,155 +485,12 @@ py::tuple grouping(const Params& mu, const Params& log_var, const Params& logit,
     return describe(sk::Components<float>(mu.data(), log_var.data(), logit.data(), m));
 }
 
-// ---- the compressed model file's entropy coder (csrc/softshare/codec.hpp) ----------------
-// Checks the raw-pointer contract (dtypes, shapes, index range); the file's
-// own checks (limits, checksums, names) live in python/softshare/_modelfile.py.
-namespace sc = softshare::codec;
-
-constexpr std::uint64_t kMaxCodebook = std::uint64_t{1} << 24;
-
-// k = 0 only for layers without weights (checked where the layers are known).
-void check_codebook_size(std::uint64_t k) {
-    if (k > kMaxCodebook) {
-        throw std::invalid_argument("codebook size must be at most 2^24, got " + std::to_string(k));
-    }
-}
-
-// An index array's element width (1, 2 or 4 bytes: uint8, uint16, uint32).
-int index_width(const py::array& a, std::size_t i) {
-    const std::string where = "layers[" + std::to_string(i) + "]";
-    if (a.ndim() != 1 || (a.shape(0) > 1 && a.strides(0) != a.itemsize())) {
-        throw std::invalid_argument(where + " must be 1-D and contiguous");
-    }
-    if (a.dtype().equal(py::dtype::of<std::uint8_t>())) return 1;
-    if (a.dtype().equal(py::dtype::of<std::uint16_t>())) return 2;
-    if (a.dtype().equal(py::dtype::of<std::uint32_t>())) return 4;
-    throw std::invalid_argument(where + " must be native uint8, uint16 or uint32");
-}
-
-std::int64_t checked_size(const std::pair<std::int64_t, std::int64_t>& shape, std::size_t i) {
-    const auto [r, c] = shape;
-    if (r < 0 || c < 0 || (c > 0 && r > std::numeric_limits<std::int64_t>::max() / c)) {
-        throw std::invalid_argument("shapes[" + std::to_string(i) + "] must be two sizes >= 0");
-    }
-    return r * c;
-}
-
-template <bool kEncode>
-void code_one(sc::Encoder* enc, sc::Decoder* dec, sc::LayerModels& models, void* data, int width,
-              std::int64_t r, std::int64_t c) {
-    auto run = [&](auto* idx) {
-        if constexpr (kEncode) {
-            sc::EncodeIO io{*enc};
-            sc::code_layer<true>(io, models, idx, r, c);
-        } else {
-            sc::DecodeIO io{*dec};
-            sc::code_layer<false>(io, models, idx, r, c);
-        }
-    };
-    if (width == 1) run(static_cast<std::uint8_t*>(data));
-    else if (width == 2) run(static_cast<std::uint16_t*>(data));
-    else run(static_cast<std::uint32_t*>(data));
-}
-
-py::tuple encode_layers(const std::vector<py::array>& layers,
-                        const std::vector<std::pair<std::int64_t, std::int64_t>>& shapes,
-                        std::uint64_t k) {
-    check_codebook_size(k);
-    if (layers.size() != shapes.size()) throw std::invalid_argument("one shape per layer");
-    std::vector<py::array> held(layers.begin(), layers.end());
-    std::vector<int> widths;
-    for (std::size_t i = 0; i < layers.size(); ++i) {
-        widths.push_back(index_width(layers[i], i));
-        if (checked_size(shapes[i], i) != layers[i].shape(0)) {
-            throw std::invalid_argument("layers[" + std::to_string(i) +
-                                        "] does not hold rows x cols indices");
-        }
-    }
-    std::vector<std::uint8_t> out;
-    std::vector<std::size_t> ends;
-    {
-        py::gil_scoped_release release;
-        for (std::size_t i = 0; i < layers.size(); ++i) {  // every index below k, first
-            const std::int64_t n = shapes[i].first * shapes[i].second;
-            const void* p = held[i].data();
-            for (std::int64_t j = 0; j < n; ++j) {
-                const std::uint64_t v = widths[i] == 1 ? static_cast<const std::uint8_t*>(p)[j]
-                                      : widths[i] == 2 ? static_cast<const std::uint16_t*>(p)[j]
-                                                       : static_cast<const std::uint32_t*>(p)[j];
-                if (v >= k) {
-                    throw std::invalid_argument("layers[" + std::to_string(i) + "][" +
-                                                std::to_string(j) + "] = " + std::to_string(v) +
-                                                " is not below " + std::to_string(k));
-                }
-            }
-        }
-        sc::Encoder enc;
-        sc::LayerModels models(k);
-        for (std::size_t i = 0; i < layers.size(); ++i) {
-            code_one<true>(&enc, nullptr, models, const_cast<void*>(held[i].data()), widths[i],
-                           shapes[i].first, shapes[i].second);
-            ends.push_back(enc.size());
-        }
-        out = enc.finish();
-    }
-    py::bytes data(reinterpret_cast<const char*>(out.data()), static_cast<py::ssize_t>(out.size()));
-    return py::make_tuple(data, ends);
-}
-
-py::tuple decode_layers(const py::bytes& data,
-                        const std::vector<std::pair<std::int64_t, std::int64_t>>& shapes,
-                        std::uint64_t k) {
-    check_codebook_size(k);
-    const int width = k <= 256 ? 1 : k <= 65536 ? 2 : 4;
-    const py::dtype dt = width == 1   ? py::dtype::of<std::uint8_t>()
-                         : width == 2 ? py::dtype::of<std::uint16_t>()
-                                      : py::dtype::of<std::uint32_t>();
-    py::list arrays;
-    std::vector<void*> ptrs;
-    for (std::size_t i = 0; i < shapes.size(); ++i) {
-        const std::int64_t n = checked_size(shapes[i], i);
-        if (k == 0 && n > 0) {
-            throw std::invalid_argument("an empty codebook, but layers with weights");
-        }
-        py::array a(dt, std::vector<py::ssize_t>{static_cast<py::ssize_t>(n)});
-        ptrs.push_back(a.mutable_data());
-        arrays.append(a);
-    }
-    const std::string_view bytes = data;  // held by the caller's object
-    std::vector<std::size_t> ends;
-    bool overrun = false;
-    {
-        py::gil_scoped_release release;
-        sc::Decoder dec(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
-        sc::LayerModels models(k);
-        for (std::size_t i = 0; i < shapes.size(); ++i) {
-            code_one<false>(nullptr, &dec, models, ptrs[i], width, shapes[i].first,
-                            shapes[i].second);
-            ends.push_back(dec.shifted());
-        }
-        overrun = dec.overrun();
-    }
-    if (overrun) {
-        throw std::invalid_argument(
-            "the layer data ends before its last value (truncated or corrupt)");
-    }
-    return py::make_tuple(arrays, ends);
-}
-
-std::vector<std::uint8_t> as_vector(const py::bytes& b) {
-    const std::string_view v = b;
-    return {v.begin(), v.end()};
-}
-
-py::bytes as_bytes(const std::vector<std::uint8_t>& v) {
-    return py::bytes(reinterpret_cast<const char*>(v.data()), static_cast<py::ssize_t>(v.size()));
-}
-
 }  // namespace
 
 // The compression recipe's functions (bind_recipe.cpp).
 void register_recipe(py::module_& mod);
+// The compressed model file's entropy coder (bind_codec.cpp).
+void register_codec(py::module_& mod);
 
 PYBIND11_MODULE(_core, mod) {
     mod.doc() = "softshare's compiled kernel (private: use the softshare package).";
@@ -677,31 +533,6 @@ PYBIND11_MODULE(_core, mod) {
             "Testing hook: (grouped?, mean window, cells) of the plan for such a pass.");
     mod.attr("block_size") = sk::kBlockSize;
 
-    // ---- the compressed model file's entropy coder (codec.hpp; used by _modelfile.py) ----
-    mod.def("encode_layers", &encode_layers, py::arg("layers"), py::arg("shapes"), py::arg("k"),
-            "Entropy-code index layers (1-D uint8/16/32, shapes (rows, cols), indices below k) "
-            "into one stream: returns (bytes, the stream's size after each layer).");
-    mod.def("decode_layers", &decode_layers, py::arg("data"), py::arg("shapes"), py::arg("k"),
-            "Decode encode_layers' stream: returns (1-D index arrays, the bytes read after "
-            "each layer).");
-    py::class_<sc::StreamEncoder>(mod, "StreamEncoder",
-                                  "Adaptive bits, symbols and integers, encoded.")
-        .def(py::init<>())
-        .def("bit", &sc::StreamEncoder::bit, py::arg("ctx"), py::arg("y"))
-        .def("symbol", &sc::StreamEncoder::symbol, py::arg("ctx"), py::arg("n"), py::arg("value"))
-        .def("uint", &sc::StreamEncoder::uint, py::arg("ctx"), py::arg("value"))
-        .def("raw", &sc::StreamEncoder::raw, py::arg("nbits"), py::arg("value"))
-        .def("size", &sc::StreamEncoder::size, "Bytes written so far.")
-        .def("finish", [](sc::StreamEncoder& e) { return as_bytes(e.finish()); });
-    py::class_<sc::StreamDecoder>(mod, "StreamDecoder", "StreamEncoder's values, decoded.")
-        .def(py::init([](const py::bytes& b) { return sc::StreamDecoder(as_vector(b)); }),
-             py::arg("data"))
-        .def("bit", &sc::StreamDecoder::bit, py::arg("ctx"))
-        .def("symbol", &sc::StreamDecoder::symbol, py::arg("ctx"), py::arg("n"))
-        .def("uint", &sc::StreamDecoder::uint, py::arg("ctx"))
-        .def("raw", &sc::StreamDecoder::raw, py::arg("nbits"))
-        .def("position", &sc::StreamDecoder::position, "Bytes the encoder had written here.")
-        .def("overrun", &sc::StreamDecoder::overrun, "Whether it read beyond the stream.");
-
+    register_codec(mod);
     register_recipe(mod);
 }

@@ -8,6 +8,7 @@ come with a new format version).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 import softshare
 from softshare import _core, compress
+from softshare.compress._format import model as _format_model
 
 
 def _width(k: int) -> type:
@@ -43,19 +45,103 @@ def _layers(draw: st.DrawFn) -> tuple[list[np.ndarray], list[tuple[int, int]], i
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_layers())
-def test_layers_round_trip(case: tuple[list[np.ndarray], list[tuple[int, int]], int]) -> None:
+@given(_layers(), st.sampled_from([1, 3]))
+def test_layers_round_trip(
+    case: tuple[list[np.ndarray], list[tuple[int, int]], int], version: int
+) -> None:
     layers, shapes, k = case
-    data, ends = _core.encode_layers(layers, shapes, k)
+    data, ends = _core.encode_layers(layers, shapes, k, version)
     assert ends == sorted(ends)
     assert len(data) - (ends[-1] if ends else 0) in (0, 1)  # the last byte, at most
-    decoded, read = _core.decode_layers(data, shapes, k)
+    decoded, read = _core.decode_layers(data, shapes, k, version)
     assert read == ends
     for a, b in zip(decoded, layers):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
-    again, _ = _core.encode_layers(layers, shapes, k)
+    again, _ = _core.encode_layers(layers, shapes, k, version)
     assert again == data  # deterministic
+    *_, counts = _core.decode_layers(data, shapes, k, version, 0, True)
+    if k > 256:
+        assert counts is None
+    else:
+        assert counts is not None
+        expected = sum((np.bincount(a, minlength=k) for a in layers), np.zeros(k, np.int64))
+        np.testing.assert_array_equal(counts, expected)
+    if version == 3 and shapes:  # one segment: version 1's stream
+        assert data == _core.encode_layers(layers, shapes, k, 1)[0]
+
+
+#: Layers of several version-3 segments: bands of 2 and 1 rows, a small layer and
+#: an empty one in the second segment, the last layer a third.
+SEGMENTED = [(3, 360_000), (5, 7), (0, 9), (700, 1000)]
+
+
+def _segmented(k: int = 17, seed: int = 3) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for r, c in SEGMENTED:
+        idx = rng.integers(1, k, r * c) * (rng.random(r * c) < 0.05)
+        out.append(idx.astype(np.uint8))
+    return out
+
+
+def test_segments_are_the_same_bytes_on_any_thread_count() -> None:
+    layers = _segmented()
+    data, ends = _core.encode_layers(layers, SEGMENTED, 17, 3, 1)
+    for threads in (2, 3, 8):
+        assert _core.encode_layers(layers, SEGMENTED, 17, 3, threads) == (data, ends)
+    for threads in (1, 2, 8):
+        decoded, read, counts = _core.decode_layers(data, SEGMENTED, 17, 3, threads, True)
+        assert read == ends
+        assert counts is not None
+        assert counts.tolist() == np.bincount(np.concatenate(layers), minlength=17).tolist()
+        for a, b in zip(decoded, layers):
+            np.testing.assert_array_equal(a, b)
+    single, _ = _core.encode_layers(layers, SEGMENTED, 17, 1)
+    assert len(data) < 1.01 * len(single)  # fresh models cost little
+    assert hashlib.sha256(data).hexdigest() == FROZEN_SEGMENTS
+
+
+def test_a_segment_table_that_does_not_fit_is_refused() -> None:
+    data, _ = _core.encode_layers(_segmented(), SEGMENTED, 17, 3)
+    for bad, match in [
+        (b"", "too short for its segment table"),
+        (b"\xff" * 9, "segment table is malformed"),
+        (b"\x80" * 8 + b"\x01" + data[9:], "segment table is malformed"),
+        (b"\xff\xff\x7f\x00" + data[4:], "longer than the layer data"),
+        (data + b"\x00\x00", "beyond its values"),
+        (data[:-30], "ends before its last value|beyond its values"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            _core.decode_layers(bad, SEGMENTED, 17, 3)
+    with pytest.raises(ValueError, match="no segment"):
+        _core.decode_layers(b"\x00", [], 17, 3)
+    with pytest.raises(ValueError, match="format version must be 1, 2 or 3"):
+        _core.decode_layers(data, SEGMENTED, 17, 4)
+
+
+def test_any_segmented_bytes_decode_without_a_crash() -> None:
+    rng = np.random.default_rng(4)
+    shapes = [(3, 40_000), (30, 20), (40, 30_000)]  # small: kSegmentCells is 2^20 ...
+    layers = [np.zeros(r * c, np.uint8) for r, c in shapes]
+    good, _ = _core.encode_layers(layers, shapes, 5, 3)
+    big = [(3, 400_000), (30, 20), (1, 2_000_000)]  # ... these make 3 segments
+    outcomes: set[str] = set()
+    for case in range(60):
+        data = bytearray(rng.integers(0, 256, int(rng.integers(0, 400)), dtype=np.uint8))
+        if case % 3 == 0:
+            data[:2] = bytes(rng.integers(0, 3, 2, dtype=np.uint8))  # short segments first
+        try:
+            arrays, ends = _core.decode_layers(bytes(data), big, 5, 3, int(rng.integers(1, 4)))
+        except ValueError as e:
+            outcomes.add(str(e).split(" ")[1])
+            continue
+        outcomes.add("decoded")
+        assert [a.size for a in arrays] == [r * c for r, c in big]
+        assert all(int(a.max()) < 5 for a in arrays)
+        assert ends == sorted(ends)
+    assert good
+    assert len(outcomes) >= 2
 
 
 def test_a_settled_layer_costs_about_its_entropy() -> None:
@@ -200,24 +286,40 @@ def test_stream_values_are_checked() -> None:
 
 # ---- the format is frozen ----------------------------------------------------------------------
 
-#: The file test_the_bytes_of_a_small_file_are_frozen writes (format version 1).
+#: The file test_the_bytes_of_a_small_file_are_frozen writes in format version 1 ...
 FROZEN = (
     "535753015ff9df7ee0854389997f4ddff38c504af583fe138875fe5ce3629aa08b826936d272933a657fffff"
     "ffdcfbb876fffffdb774dfffffffff24d782fef7fffffe3e91e0d5ffffff3b300fffffffffdadd168effffff"
     "f3c8a1c9ffffffb5edd75994a12c5faccb954a7a63867a5ac0a018bd9e25d75f6c60f6859d734864e91b0da1"
     "15a60764da468af37b"
 )
+#: ... and in version 3 (one segment: version 1's layer stream, the header one bit longer).
+FROZEN3 = (
+    "5357530360f9df7ee0854389997f4ddff38c504af583fe138875fe5ce3629aa08b826936d272933a657fffff"
+    "ffdcfbb876fffffdb774dfffffffff24d782fef7fffffe3e91e0d5ffffff3b300fffffffffdadd168effffff"
+    "f3c8a1c9ffffffb5edd759950d8dc5ca12cb954a7a63867a5ac0a018bd9e25d75f6c60f6859d734864e91b0d"
+    "a115a60764da468af37b"
+)
+#: The SHA-256 of test_segments_are_the_same_bytes_on_any_thread_count's stream (3 segments).
+FROZEN_SEGMENTS = "a65aa0b92cb7c061a8a87794109762e8787e2dff924958bd495880c1bd6671ac"
 
 
-def test_the_bytes_of_a_small_file_are_frozen(tmp_path: Path) -> None:
+def test_the_bytes_of_a_small_file_are_frozen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = np.random.default_rng(7)
     mix = softshare.Mixture([0.0, -0.5, 0.25, 0.5], [-9.0, -7.0, -7.0, -7.0], [3.0, 0.0, 0.0, 0.0])
     w = rng.normal(0, 0.4, (20, 12)) * (rng.random((20, 12)) < 0.3)
     layers = {"fc1.weight": w.astype(np.float32), "fc1.bias": np.zeros(20, np.float32)}
     compress.write_file(tmp_path / "m.sws", layers, mix, keep_mixture=True)
-    assert (tmp_path / "m.sws").read_bytes().hex() == FROZEN
-    (tmp_path / "old.sws").write_bytes(bytes.fromhex(FROZEN))  # and a version-1 file reads back
+    assert (tmp_path / "m.sws").read_bytes().hex() == FROZEN3
+    with monkeypatch.context() as m:
+        m.setattr(_format_model, "VERSION", 1)
+        compress.write_file(tmp_path / "m1.sws", layers, mix, keep_mixture=True)
+    assert (tmp_path / "m1.sws").read_bytes().hex() == FROZEN
     expected, _ = compress.quantize(list(layers.values()), mix)
-    for got, want in zip(compress.read_file(tmp_path / "old.sws").values(), expected):
-        np.testing.assert_array_equal(got, want)
-    assert compress.inspect_file(tmp_path / "old.sws").mixture is not None
+    for frozen in (FROZEN, FROZEN3):  # both versions read back
+        (tmp_path / "old.sws").write_bytes(bytes.fromhex(frozen))
+        for got, want in zip(compress.read_file(tmp_path / "old.sws").values(), expected):
+            np.testing.assert_array_equal(got, want)
+        assert compress.inspect_file(tmp_path / "old.sws").mixture is not None

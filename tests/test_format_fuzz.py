@@ -27,8 +27,17 @@ from softshare.compress._format import model as _modelfile
 EXAMPLES = max(2000, int(os.environ.get("SOFTSHARE_FUZZ_EXAMPLES", "4000")))
 
 
+def _segmented(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Layers a version-3 file codes in 3 segments (bands of 2 and 1 rows, a small layer, one more)."""
+    shapes = {"big": (3, 360_000), "small": (10, 10), "last": (700, 1000)}
+    return {
+        n: (rng.normal(0, 0.5, s) * (rng.random(s) < 0.01)).astype(np.float32)
+        for n, s in shapes.items()
+    }
+
+
 def _originals() -> list[tuple[bytes, dict[str, np.ndarray]]]:
-    """Valid files of every kind: sparse float32, float64 with a mixture, empty, one value."""
+    """Valid files of every kind: sparse float32, float64 with a mixture, empty, one value, segmented."""
     rng = np.random.default_rng(0)
     mix = softshare.Mixture([0.0, -0.4, 0.3, 0.7], [-9.0, -7.0, -7.0, -7.0], [2.0, 0.0, 0.0, 0.0])
     sparse = rng.normal(0, 0.5, (40, 30)) * (rng.random((40, 30)) < 0.1)
@@ -37,6 +46,7 @@ def _originals() -> list[tuple[bytes, dict[str, np.ndarray]]]:
         ({"a.weight": rng.normal(0, 0.5, (3, 4, 3, 3)), "b": np.float64(0.3)}, mix, True),
         ({"empty": np.zeros((0, 7)), "über": np.full((2, 1), 0.7, np.float32)}, mix, False),
         ({"only": np.ones((5, 5), np.float32)}, softshare.Mixture([1.0], [-3.0], [0.0]), True),
+        (_segmented(rng), mix, False),
     ]
     out = []
     for i, (layers, mixture, keep) in enumerate(cases):

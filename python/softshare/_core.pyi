@@ -1,5 +1,5 @@
 from collections.abc import Sequence
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -96,11 +96,30 @@ def sparse_counts(
 
 # ---- the compressed model file's entropy coder (csrc/softshare/codec.hpp) ----
 def encode_layers(
-    layers: Sequence[NDArray[np.unsignedinteger]], shapes: Sequence[tuple[int, int]], k: int
+    layers: Sequence[NDArray[np.unsignedinteger]],
+    shapes: Sequence[tuple[int, int]],
+    k: int,
+    version: int = 1,
+    n_threads: int = 0,
 ) -> tuple[bytes, list[int]]: ...
+@overload
 def decode_layers(
-    data: bytes, shapes: Sequence[tuple[int, int]], k: int
+    data: bytes,
+    shapes: Sequence[tuple[int, int]],
+    k: int,
+    version: int = 1,
+    n_threads: int = 0,
+    counts: Literal[False] = False,
 ) -> tuple[list[NDArray[np.unsignedinteger]], list[int]]: ...
+@overload
+def decode_layers(
+    data: bytes,
+    shapes: Sequence[tuple[int, int]],
+    k: int,
+    version: int,
+    n_threads: int,
+    counts: Literal[True],
+) -> tuple[list[NDArray[np.unsignedinteger]], list[int], NDArray[np.int64] | None]: ...
 
 class StreamEncoder:
     def __init__(self) -> None: ...

@@ -2,7 +2,8 @@
 
 ``MAGIC`` and the version byte, the header stream's length, the header stream
 (:mod:`softshare.compress._format.header`), its CRC-32, the layer stream (the native
-entropy coder, ``_core.encode_layers``) and its CRC-32. A reader checks the
+entropy coder, ``_core.encode_layers``: in version 3 segments coded on every
+thread) and its CRC-32. A reader checks the
 header's checksum before decoding it, every declared size against the limits
 and the file's size before allocating anything, and the layers' checksum
 before decoding them.
@@ -46,7 +47,8 @@ if TYPE_CHECKING:
     from ..._mixture import Mixture
 
 MAGIC = b"SWS"
-VERSION = 2  # the newest format version; version 1 (no exact tensors) is read too
+VERSION = 3  # the format version written; versions 1 and 2 (one layer stream) are read too
+VERSIONS = (1, 2, 3)
 #: Limits on the weights a file may declare (bytes of the float arrays it decodes to).
 MAX_BYTES = 1 << 34
 MAX_RATIO = 4096  # declared bytes per byte of file ...
@@ -184,9 +186,9 @@ def _check_layout(names: Sequence[object], shapes: Sequence[tuple[int, ...]]) ->
 def write_model(path: str | os.PathLike[str], network: QuantizedNetwork) -> ModelFile:
     """Write a network to a file, exactly at ``path``, complete or not at all; return what it holds.
 
-    Format version 1 when the network keeps no exact tensors, else 2. The
-    network's codebook is finite in every layer's dtype (its maker checked);
-    its indices are checked here by the coder.
+    Format version 3 (versions 1 and 2 are read only). The network's codebook
+    is finite in every layer's dtype (its maker checked); its indices are
+    checked here by the coder.
     """
     codebook, indices = network.codebook, network.indices
     k = int(codebook.size)
@@ -215,7 +217,7 @@ def write_model(path: str | os.PathLike[str], network: QuantizedNetwork) -> Mode
         exact_shapes=[tuple(int(d) for d in a.shape) for a in exact.values()],
         exact_dtypes=[a.dtype.name for a in exact.values()],
     )
-    version = 2 if exact else 1
+    version = max(VERSION, 2) if exact else VERSION  # tests set VERSION to 1 or 2: older formats
     head, codebook_bytes = _encode_header(header, version)
     n_names = sum(len(n.encode()) for n in [*names, *exact])
     if len(names) + len(exact) > LAYERS_PER_BYTE * len(head) + 64 or n_names > (
@@ -226,7 +228,7 @@ def write_model(path: str | os.PathLike[str], network: QuantizedNetwork) -> Mode
             "header bytes, more than a reader accepts: give the layers less repetitive names"
         )
         raise ValueError(msg)
-    data, ends = _core.encode_layers(flat, [_matrix(s) for s in shapes], k)
+    data, ends = _core.encode_layers(flat, [_matrix(s) for s in shapes], k, version)
     raw = [
         np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes() for a in exact.values()
     ]
@@ -272,7 +274,7 @@ def _check_start(raw: bytes, where: str) -> int:
     if len(raw) < 4 or raw[:3] != MAGIC:
         msg = f"{where}: not a softshare model file (it does not start with {MAGIC!r})"
         raise ValueError(msg)
-    if raw[3] not in (1, VERSION):
+    if raw[3] not in VERSIONS:
         msg = f"{where}: format version {raw[3]} is not supported (this softshare reads 1 to {VERSION})"
         raise ValueError(msg)
     return raw[3]
@@ -343,11 +345,13 @@ def parse_model(raw: bytes, where: str) -> ModelFile:
     data = body[: len(body) - sum(sizes)]
     k = int(h.codebook.size)
     try:
-        flat, ends = _core.decode_layers(data, [_matrix(s) for s in h.shapes], k)
+        flat, ends, counts = _core.decode_layers(
+            data, [_matrix(s) for s in h.shapes], k, raw[3], 0, True
+        )
     except ValueError as e:
         msg = f"{where}: {e}"
         raise ValueError(msg) from None
-    if len(data) - (ends[-1] if ends else 0) > 1:
+    if raw[3] < 3 and len(data) - (ends[-1] if ends else 0) > 1:  # version 3: checked per segment
         msg = f"{where}: the layer data holds {len(data) - ends[-1]} bytes beyond its values"
         raise ValueError(msg)
     exact, at = {}, len(data)
@@ -360,7 +364,9 @@ def parse_model(raw: bytes, where: str) -> ModelFile:
         codebook=h.codebook,
         indices=indices,
         dtypes={n: np.dtype(np.float64 if f else np.float32) for n, f in zip(h.names, h.float64)},
-        counts=tuple(int(c) for c in value_counts(indices.values(), k)),
+        counts=tuple(
+            int(c) for c in (value_counts(indices.values(), k) if counts is None else counts)
+        ),
         mixture=h.mixture,
         exact=exact,
     )

@@ -1,0 +1,365 @@
+// The layer stream (docs/format.md, "The layer stream"): every layer a matrix
+// R x C (R = its first dimension) of codebook indices; its most frequent index
+// is its background. Coded: the background, one flag per row and per column
+// (does it hold anything else?), then, in the live rows and columns, one bit
+// per cell (context: the cells to the left and above) and the index of every
+// other cell (a binary tree; the layer's own models and file-wide ones,
+// mixed). Bits that the flags imply are not coded.
+//
+// Format versions 1 and 2 code all layers in one stream; version 3 cuts them
+// into segments (plan_segments) of about kSegmentCells cells, each its own
+// stream with fresh models, which threads code independently.
+// Python-free; bind_codec.cpp binds it.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "softshare/codec_coder.hpp"
+
+namespace softshare {
+namespace codec {
+
+// Rows or columns of one kind of layer: one flag each, its context the previous flag.
+struct FlagModels {
+    Bit local[3], global[3];  // context: previous flag 0, 1, or none (2)
+    Mixer mix;
+};
+
+// The models of one kind of layer (C == 1: vectors; C > 1: matrices).
+struct KindModels {
+    FlagModels row, col;
+    Bit cell_any, cell[4];  // cell: context 2 * left + above (local to a layer)
+    Mixer cell_mix;        // file-wide
+};
+
+// Everything the layer stream adapts, for a codebook of k values.
+class LayerModels {
+public:
+    explicit LayerModels(std::uint64_t k)
+        : k_(k),
+          depth_(k > 2 ? bit_length(k - 2) : 0),
+          background_(k),
+          sym_local_(k > 1 ? k - 1 : 1),
+          sym_global_(k > 1 ? k - 1 : 1) {
+        sym_mix_.resize(kTreeLevels);
+    }
+    std::uint64_t k() const { return k_; }
+
+    // Fresh local models for the next layer (the file-wide ones carry on).
+    void begin_layer() {
+        for (KindModels& km : kind_) {
+            for (FlagModels* f : {&km.row, &km.col}) {
+                for (Bit& b : f->local) b = Bit();
+            }
+            km.cell_any = Bit();
+            for (Bit& b : km.cell) b = Bit();
+        }
+        cells_settled_ = false;
+        for (std::size_t node : touched_) sym_local_.node[node] = Bit();
+        touched_.clear();
+    }
+
+    template <class IO>
+    SOFTSHARE_CODEC_HOT int flag(IO& io, FlagModels& f, int ctx, int y) {
+        const int p = f.mix.mix(f.local[ctx].p12(), f.global[ctx].p12());
+        y = io.code(y, p);
+        f.local[ctx].update(y);
+        f.global[ctx].update(y);
+        f.mix.update(y);
+        return y;
+    }
+
+    template <class IO>
+    SOFTSHARE_CODEC_HOT int cell(IO& io, KindModels& km, int ctx, int y) {
+        Bit& seen = km.cell[ctx];
+        if (seen.n >= kLimit) {  // settled: the context model alone (faster, as good)
+            y = io.code(y, seen.p12());
+            // cell_any only feeds the mixer, which no cell of this layer uses
+            // once every context has settled: its updates can stop then.
+            if (!cells_settled_) km.cell_any.update(y);
+            seen.update_settled(y);
+            return y;
+        }
+        const int p = km.cell_mix.mix(km.cell_any.p12(), seen.p12());
+        y = io.code(y, p);
+        km.cell_any.update(y);
+        seen.update(y);
+        km.cell_mix.update(y);
+        if (seen.n >= kLimit) {
+            cells_settled_ = km.cell[0].n >= kLimit && km.cell[1].n >= kLimit &&
+                             km.cell[2].n >= kLimit && km.cell[3].n >= kLimit;
+        }
+        return y;
+    }
+
+    // A non-background index, as its rank among the k - 1 others.
+    template <class IO>
+    SOFTSHARE_CODEC_HOT std::uint64_t symbol(IO& io, std::uint64_t value) {
+        const std::uint64_t n = k_ - 1;
+        if (depth_ > kTreeLevels) return symbol_deep(io, value);
+        std::uint64_t prefix = 0;
+        std::size_t node = 1;
+        for (int level = 0; level < depth_; ++level) {  // as walk_tree, every level modelled
+            const int b = depth_ - 1 - level;
+            const std::uint64_t one = prefix | (std::uint64_t{1} << b);
+            int bit = 0;
+            if (one < n) bit = symbol_bit(io, node, level, static_cast<int>((value >> b) & 1));
+            if (bit) prefix = one;
+            node = 2 * node + static_cast<std::size_t>(bit);
+        }
+        return prefix;
+    }
+
+    template <class IO>
+    std::uint64_t background(IO& io, std::uint64_t value) {
+        return walk_tree(k_, value, [&](std::size_t node, int y) {
+            if (node == 0) return io.code(y, 2048);
+            Bit& m = background_.node[node];
+            y = io.code(y, m.p12());
+            m.update(y);
+            return y;
+        });
+    }
+
+    KindModels& kind(bool matrix) { return kind_[matrix ? 1 : 0]; }
+
+private:
+    template <class IO>
+    SOFTSHARE_CODEC_HOT int symbol_bit(IO& io, std::size_t node, int level, int y) {
+        Bit& local = sym_local_.node[node];
+        Bit& global = sym_global_.node[node];
+        if (local.n >= kLimit) {  // settled: the layer's own model alone
+            y = io.code(y, local.p12());
+            local.update_settled(y);
+            global.update(y);
+            return y;
+        }
+        Mixer& mix = sym_mix_[static_cast<std::size_t>(level)];
+        y = io.code(y, mix.mix(local.p12(), global.p12()));
+        if (local.n == 0) touched_.push_back(node);
+        local.update(y);
+        global.update(y);
+        mix.update(y);
+        return y;
+    }
+
+    // Alphabets over 4096: the levels below kTreeLevels raw.
+    template <class IO>
+    std::uint64_t symbol_deep(IO& io, std::uint64_t value) {
+        return walk_tree(k_ - 1, value, [&](std::size_t node, int y) {
+            if (node == 0) return io.code(y, 2048);
+            return symbol_bit(io, node, bit_length(node) - 1, y);
+        });
+    }
+
+    std::uint64_t k_;
+    int depth_;  // levels of the indices' tree (bits of k - 2)
+    KindModels kind_[2];
+    bool cells_settled_ = false;  // every cell context of this layer has settled
+    Tree background_, sym_local_, sym_global_;
+    std::vector<Mixer> sym_mix_;
+    std::vector<std::size_t> touched_;
+};
+
+// The encoder's and the decoder's side of one coded bit.
+struct EncodeIO {
+    Encoder& enc;
+    SOFTSHARE_CODEC_HOT int code(int y, int p12) {
+        enc.encode(y, p12);
+        return y;
+    }
+};
+struct DecodeIO {
+    Decoder& dec;
+    SOFTSHARE_CODEC_HOT int code(int, int p12) { return dec.decode(p12); }
+};
+
+// The most frequent index of a layer (the smallest on a tie).
+template <class Index>
+std::uint64_t most_frequent(const Index* idx, std::int64_t n, std::uint64_t k) {
+    if (k <= 65536) {
+        // Four tallies, summed at the end: a run of equal indices (most of a
+        // pruned layer) then increments four counters in turn, not one.
+        const auto ku = static_cast<std::size_t>(k);
+        std::vector<std::int64_t> tally(4 * ku);
+        std::int64_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            ++tally[idx[i]];
+            ++tally[ku + idx[i + 1]];
+            ++tally[2 * ku + idx[i + 2]];
+            ++tally[3 * ku + idx[i + 3]];
+        }
+        for (; i < n; ++i) ++tally[idx[i]];
+        for (std::size_t v = 0; v < ku; ++v) {
+            tally[v] += tally[ku + v] + tally[2 * ku + v] + tally[3 * ku + v];
+        }
+        const auto top = std::max_element(tally.begin(), tally.begin() + static_cast<std::ptrdiff_t>(ku));
+        return static_cast<std::uint64_t>(top - tally.begin());
+    }
+    std::unordered_map<std::uint64_t, std::int64_t> count;
+    for (std::int64_t i = 0; i < n; ++i) ++count[idx[i]];
+    std::uint64_t best = 0;
+    std::int64_t best_count = -1;
+    for (const auto& [v, c] : count) {
+        if (c > best_count || (c == best_count && v < best)) { best = v; best_count = c; }
+    }
+    return best;
+}
+
+// Codes one layer of r x c indices (encoding when kEncode, else decoding into idx,
+// every element of which it writes). Indices must be below models.k(). Decoding
+// with `counts` (k of them), adds how many indices hold each value.
+template <bool kEncode, class IO, class Index>
+void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t c,
+                std::int64_t* counts = nullptr) {
+    if (r == 0 || c == 0 || m.k() <= 1) {  // nothing to code: all index 0
+        if (!kEncode) std::fill(idx, idx + r * c, Index{0});
+        if (counts != nullptr && r * c > 0) counts[0] += r * c;
+        return;
+    }
+    m.begin_layer();
+    KindModels& km = m.kind(c > 1);
+    const std::uint64_t bg = m.background(io, kEncode ? most_frequent(idx, r * c, m.k()) : 0);
+    std::vector<std::uint8_t> row_live(static_cast<std::size_t>(r));
+    std::vector<std::uint8_t> col_live(static_cast<std::size_t>(c));
+    if (kEncode) {  // without branches: the compiler vectorises the inner loop
+        for (std::int64_t i = 0; i < r; ++i) {
+            const Index* row = idx + i * c;
+            std::uint8_t live = 0;
+            for (std::int64_t j = 0; j < c; ++j) {
+                const auto other = static_cast<std::uint8_t>(row[j] != bg);
+                live |= other;
+                col_live[static_cast<std::size_t>(j)] |= other;
+            }
+            row_live[static_cast<std::size_t>(i)] = live;
+        }
+    }
+    int prev = 2;
+    bool any = false;
+    for (std::int64_t i = 0; i < r; ++i) {
+        auto& f = row_live[static_cast<std::size_t>(i)];
+        f = static_cast<std::uint8_t>(m.flag(io, km.row, prev, f));
+        prev = f;
+        any = any || f;
+    }
+    const bool col_flags = r > 1 && c > 1;  // else every column is live, or c == 1
+    if (col_flags) {
+        prev = 2;
+        for (std::int64_t j = 0; j < c; ++j) {
+            auto& f = col_live[static_cast<std::size_t>(j)];
+            f = static_cast<std::uint8_t>(m.flag(io, km.col, prev, f));
+            prev = f;
+        }
+    } else {
+        std::fill(col_live.begin(), col_live.end(), static_cast<std::uint8_t>(c == 1 ? any : true));
+    }
+    std::vector<std::int64_t> rows;
+    std::vector<std::size_t> cols;
+    for (std::int64_t i = 0; i < r; ++i) {
+        if (row_live[static_cast<std::size_t>(i)]) rows.push_back(i);
+    }
+    for (std::int64_t j = 0; j < c; ++j) {
+        if (col_live[static_cast<std::size_t>(j)]) cols.push_back(static_cast<std::size_t>(j));
+    }
+    if (rows.empty() || cols.empty()) {
+        if (!kEncode) std::fill(idx, idx + r * c, static_cast<Index>(bg));
+        if (counts != nullptr) counts[bg] += r * c;
+        return;
+    }
+    std::int64_t others = 0;  // cells not the background
+    if (!kEncode) std::fill(idx, idx + r * c, static_cast<Index>(bg));
+    // above[j]: the cell of the previous live row in column j; col_has[j]: a
+    // cell of column j so far is not the background.
+    std::vector<std::uint8_t> above(static_cast<std::size_t>(c));
+    std::vector<std::uint8_t> col_has(static_cast<std::size_t>(c));
+    const std::int64_t last_row = rows.back();
+    const std::size_t n_cols = cols.size();
+    for (const std::int64_t i : rows) {
+        Index* row = idx + i * c;
+        // A live row's last live cell, if the row has nothing yet, is not background;
+        // so is a flagged live column's cell in the last live row.
+        const bool last = col_flags && i == last_row;
+        int left = 0;
+        bool row_has = false;
+        for (std::size_t jj = 0; jj < n_cols; ++jj) {
+            const std::size_t j = cols[jj];
+            const bool implied = (jj + 1 == n_cols && !row_has) || (last && !col_has[j]);
+            int y = 1;
+            if (!implied) y = m.cell(io, km, 2 * left + above[j], kEncode ? row[j] != bg : 0);
+            if (y) {
+                const std::uint64_t v = kEncode ? row[j] : 0;
+                const std::uint64_t s = m.symbol(io, kEncode ? v - (v > bg) : 0);
+                if (!kEncode) {
+                    const std::uint64_t got = s + (s >= bg);
+                    row[j] = static_cast<Index>(got);
+                    if (counts != nullptr) ++counts[got];
+                }
+                ++others;
+                row_has = true;
+                col_has[j] = 1;
+            }
+            left = y;
+            above[j] = static_cast<std::uint8_t>(y);
+        }
+    }
+    if (counts != nullptr) counts[bg] += r * c - others;
+}
+
+// ---- format version 3: segments ----------------------------------------------------------------
+
+// A segment's cells, about: a layer of more cells is cut into bands of rows.
+constexpr std::int64_t kSegmentCells = std::int64_t{1} << 20;
+
+// Rows [row0, row0 + rows) of one layer, coded as a layer of its own.
+struct Part {
+    std::size_t layer;
+    std::int64_t row0, rows;
+};
+
+// The parts, in order, and each segment's: parts [begin, end).
+struct SegmentPlan {
+    std::vector<Part> parts;
+    std::vector<std::pair<std::size_t, std::size_t>> segments;
+};
+
+// The parts: each layer whole when it has at most kSegmentCells cells, else
+// bands of max(1, kSegmentCells / C) rows (the last one shorter); then packed
+// in order, a part starting a new segment when the one before holds cells and
+// would, with the part's, hold more than kSegmentCells. A layer that codes
+// nothing (no weights, or k <= 1) counts 0 cells. Shapes are (R, C).
+inline SegmentPlan plan_segments(const std::vector<std::pair<std::int64_t, std::int64_t>>& shapes,
+                                 std::uint64_t k) {
+    SegmentPlan plan;
+    std::int64_t held = 0;
+    const auto add = [&](const Part& part, std::int64_t cells) {
+        if (plan.segments.empty() || (held > 0 && cells > kSegmentCells - held)) {
+            plan.segments.emplace_back(plan.parts.size(), plan.parts.size());
+            held = 0;
+        }
+        plan.parts.push_back(part);
+        plan.segments.back().second = plan.parts.size();
+        held += cells;
+    };
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+        const auto [r, c] = shapes[i];
+        const std::int64_t cells = k <= 1 ? 0 : r * c;
+        if (cells <= kSegmentCells) {
+            add(Part{i, 0, r}, cells);
+            continue;
+        }
+        const std::int64_t band = std::max<std::int64_t>(1, kSegmentCells / c);
+        for (std::int64_t row0 = 0; row0 < r; row0 += band) {
+            const std::int64_t rows = std::min(band, r - row0);
+            add(Part{i, row0, rows}, rows * c);
+        }
+    }
+    return plan;
+}
+
+}  // namespace codec
+}  // namespace softshare
