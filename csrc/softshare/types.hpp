@@ -137,6 +137,9 @@ struct Segment {
     void* grad_w;   // n outputs, same dtype
     void* gamma;    // n x M outputs, same dtype, or nullptr
     std::int64_t n;
+    // grad_w[i] = grad_w[i] + g_i (in the dtype, g_i rounded as written
+    // otherwise) instead of grad_w[i] = g_i: driver.hpp, Runner::block.
+    bool accumulate = false;
 };
 
 }  // namespace kernel
