@@ -1,0 +1,261 @@
+"""``MixturePrior.add_grad_``: the penalty's gradients added straight into ``.grad``, no autograd.
+
+The gradient is analytic, so after the network's ``loss.backward()`` one native
+pass can add ``lam * dOmega/dw`` into every penalised parameter's ``.grad``
+(the kernel's accumulate mode, ``softshare.penalty(..., accumulate=True)``)
+instead of handing it to autograd, whose node, engine and own addition cost
+more than the pass on small networks. The result is that of the autograd form
+``(loss + prior(model, lam)).backward()`` bit for bit wherever the loss's
+backward gives a ``.grad`` one term: it then receives the same two terms, and
+adding two floating-point numbers does not depend on their order. With more
+(a ``.grad`` kept from an earlier backward, a weight the network uses twice)
+the penalty's term is added last, where autograd may add it earlier: the same
+sum to rounding. The mixture's gradients go into ``mu``, ``log_var`` and
+``logit`` the same way; where the prior derives its effective parameters from
+them (``pi_zero``) or adds a hyper-prior, that M-sized part goes through a
+backward pass of its own graph, built as the autograd form builds it.
+
+What the kernel cannot take (other devices and dtypes, DTensor shards,
+non-leaf tensors, a tensor given twice, a ``.grad`` that is not a plain dense
+tensor) runs the autograd form and its backward instead: the same gradients
+at autograd's cost. ``.grad`` written through its address has its version
+counter bumped; tensor hooks do not see the penalty's part.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._checks import checked_inputs
+from ._compute import NativeCall, native_applies
+from ._distributed import is_sharded
+from ._function import scaled_grads
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from torch import nn
+
+    from ._checks import TensorOrTensors
+    from .prior import MixturePrior
+
+__all__ = ["add_grad", "add_mixture_grads", "hand_over", "plain_grads"]
+
+
+class _Target(NamedTuple):
+    """Where one weight's gradient goes: the kernel's buffer and what to do after the pass."""
+
+    buffer: Tensor
+    kind: str  # "added" (the .grad itself, accumulated), "set", "add" or "drop"
+
+
+def plain_grads(weights: Sequence[Tensor]) -> bool:
+    """Whether ``.grad`` can be written directly for every weight that requires grad.
+
+    Leaves only (autograd fills no other ``.grad``), each tensor once (a tensor
+    given twice gets its two terms summed by autograd first), and every
+    existing ``.grad`` a plain dense tensor of the weight's dtype and device
+    that is not itself part of a graph.
+    """
+    if len({id(w) for w in weights}) != len(weights):
+        return False
+    for w in weights:
+        if not w.requires_grad:
+            continue
+        if not w.is_leaf or is_sharded(w):
+            return False
+        g = w.grad
+        if g is not None and (
+            type(g) is not Tensor
+            or g.layout != torch.strided
+            or g.requires_grad
+            or g.dtype != w.dtype
+            or g.device != w.device
+        ):
+            return False
+    return True
+
+
+def _targets(weights: Sequence[Tensor]) -> list[_Target]:
+    """The kernel's output for each weight: its own ``.grad`` where it can add into it."""
+    targets = []
+    for w in weights:
+        g = w.grad if w.requires_grad else None
+        if g is not None and w.is_contiguous() and not w.is_neg() and g.is_contiguous():
+            targets.append(_Target(g, "added"))
+            continue
+        kind = "drop" if not w.requires_grad else "set" if g is None else "add"
+        targets.append(_Target(torch.empty(w.shape, dtype=w.dtype), kind))
+    return targets
+
+
+def _set_grad(w: Tensor, g: Tensor) -> None:
+    """``w.grad = g`` (contiguous, fresh), laid out as autograd lays out a new ``.grad``."""
+    w.grad = g if w.is_contiguous() else torch.empty_like(w).copy_(g)
+
+
+def hand_over(weights: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
+    """Add fresh gradients (contiguous, one per weight) to ``.grad`` as autograd would.
+
+    A ``.grad`` that is None becomes the gradient itself; an existing one is
+    added to in place. Weights that do not require grad get nothing.
+    """
+    for w, g in zip(weights, grads):
+        if not w.requires_grad:
+            continue
+        if w.grad is None:
+            _set_grad(w, g)
+        else:
+            w.grad.add_(g)
+
+
+def _accumulate(p: Tensor, g: Tensor) -> None:
+    """Autograd's accumulation of ``g`` into the leaf ``p``'s ``.grad``."""
+    g = g if g.dtype == p.dtype else g.to(p.dtype)
+    if p.grad is None:
+        _set_grad(p, g)
+    else:
+        p.grad.add_(g)
+
+
+class _Handed(torch.autograd.Function):
+    """``value``, whose backward hands out gradients computed earlier for ``params``.
+
+    ``apply(value, grads, *params)``: the mixture's part of the penalty's
+    autograd node (``_function.PenaltyFunction``), without the weights.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, value: Tensor, grads: Sequence[Tensor], *_params: Tensor) -> Tensor:
+        ctx.grads = grads
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_value: Tensor) -> tuple[Tensor | None, ...]:
+        grads = scaled_grads(grad_value, ctx.grads, eager=True)
+        needs = ctx.needs_input_grad[2:]
+        return (None, None, *(g if need else None for g, need in zip(grads, needs)))
+
+
+def add_mixture_grads(
+    value: Tensor,
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    extra: Callable[[], Tensor] | None = None,
+) -> Tensor:
+    """Hand the penalty's gradients for its mixture tensors ``params`` to their ``.grad``.
+
+    Leaves take theirs directly. Tensors derived from others
+    (``MixturePrior.effective`` with ``pi_zero``) and ``extra()`` (the
+    hyper-prior's term) go through a backward pass of the M-sized graph
+    alone, built as the autograd form builds it (the penalty's node first,
+    then ``extra``'s), so that each leaf receives its terms in the same order.
+    Returns ``value`` plus ``extra()``, detached.
+    """
+    if extra is None and all(t.is_leaf or not t.requires_grad for t in params):
+        for t, g in zip(params, grads):
+            if t.requires_grad:
+                _accumulate(t, g)
+        return value
+    with torch.enable_grad():
+        apply: Any = _Handed.apply  # untyped in torch's stubs
+        total: Tensor = apply(value, list(grads), *params)
+        if extra is not None:
+            total = total + extra()
+    if total.requires_grad:
+        torch.autograd.backward(total)
+    return total.detach()
+
+
+def _prior_mixture_grads(
+    prior: MixturePrior,
+    value: Tensor,
+    grads: Sequence[Tensor],
+    lam: float,
+    hyper_lam: float | None,
+) -> Tensor:
+    """The mixture part of :func:`add_grad`; returns the value, hyper-prior included."""
+    g_mu, g_lv, g_logit = grads
+    if prior.pi_zero is None and prior.hyperprior is None:
+        if prior.zero_component:  # mu[0] is pinned: autograd's slice gives it +0
+            g_mu = torch.cat([torch.zeros_like(g_mu[:1]), g_mu[1:]])
+        leaves = (prior.mu, prior.log_var, prior.logit)
+        return add_mixture_grads(value, leaves, (g_mu, g_lv, g_logit))
+    extra = None
+    if prior.hyperprior is not None:
+        weight = lam if hyper_lam is None else hyper_lam
+
+        def extra() -> Tensor:
+            return weight * prior.hyperprior_penalty()
+
+    with torch.enable_grad():
+        params = prior.effective()
+    return add_mixture_grads(value, params, grads, extra)
+
+
+def _through_autograd(
+    prior: MixturePrior,
+    model_or_params: nn.Module | TensorOrTensors,
+    lam: float,
+    hyper_lam: float | None,
+) -> float:
+    """The fallback: the autograd form and a backward pass of its own."""
+    with torch.enable_grad():
+        value = prior(model_or_params, lam, hyper_lam=hyper_lam)
+        if value.requires_grad:
+            torch.autograd.backward(value)
+    return float(value.item())
+
+
+@torch.no_grad()
+def add_grad(
+    prior: MixturePrior,
+    model_or_params: nn.Module | TensorOrTensors,
+    lam: float = 1.0,
+    *,
+    hyper_lam: float | None = None,
+    n_threads: int | None = None,
+) -> float:
+    """:meth:`MixturePrior.add_grad_` (see there)."""
+    if prior.split_work:
+        msg = (
+            "add_grad_ does not support split_work: its gradients must pass through DDP's "
+            "all-reduce in backward; use forward()"
+        )
+        raise ValueError(msg)
+    if isinstance(model_or_params, Tensor):
+        weights = [model_or_params]
+    else:
+        weights = prior.penalized_parameters(model_or_params)
+    mu, log_var, logit = params = prior.effective()  # no graph: under no_grad
+    ws, lam_f = checked_inputs(weights, mu, log_var, logit, lam, "auto")
+    if not native_applies(ws, params) or any(is_sharded(t) for t in params) or not plain_grads(ws):
+        return _through_autograd(prior, ws, lam_f, hyper_lam)
+    targets = _targets(ws)
+    call = NativeCall(
+        ws,
+        mu,
+        log_var,
+        logit,
+        lam_f,
+        n_threads,
+        grads=[t.buffer for t in targets],
+        accumulate=[t.kind == "added" for t in targets],
+    )
+    call.run()
+    value, _, g_mu, g_lv, g_logit = call.finish()
+    added = []
+    for w, t in zip(ws, targets):
+        if t.kind == "added":
+            added.append(t.buffer)
+        elif t.kind == "set":
+            _set_grad(w, t.buffer)
+        elif t.kind == "add":
+            w.grad.add_(t.buffer)  # type: ignore[union-attr]
+    if added:
+        torch.autograd.graph.increment_version(added)  # written through their addresses
+    total = _prior_mixture_grads(prior, value, (g_mu, g_lv, g_logit), lam_f, hyper_lam)
+    return float(total.item())
