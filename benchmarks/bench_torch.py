@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/bench_torch.py [--threads 1 2] [--models mlp lenet5] [--steps 50]
+        [--variants ...]  # default: all; "none" and "none + bare pass" always run
 
 Models (random data: the data does not change the time), Adam, a mixture of
 M = 17 components (a zero component and 16 others), as in Ullrich et al.:
@@ -19,6 +20,8 @@ Step variants, timed in interleaved rounds so that machine noise hits all alike:
 - ``softshare``: + ``MixturePrior`` (:func:`softshare.torch.penalty`);
 - ``softshare overlapped``: ``MixturePrior.start`` at the start of the step,
   ``join()`` before ``optimizer.step()``;
+- ``softshare add_grad_``: ``loss.backward()``, then ``MixturePrior.add_grad_``
+  adds the penalty's gradients into ``.grad`` (no autograd);
 - ``none + bare pass``: ``none`` with ``softshare.penalty`` called on NumPy
   views of the weights after the backward pass, its result thrown away (no
   autograd, no gradient added, the mixture not trained): what the pass alone
@@ -27,7 +30,9 @@ Step variants, timed in interleaved rounds so that machine noise hits all alike:
 Also timed in the same rounds: the isolated pass (``softshare.penalty`` on
 NumPy views of the weights, the same threads) and ``MixturePrior`` forward +
 backward alone (``.grad`` set to None first, as ``zero_grad`` does).
-``added / pass`` is (softshare step - none step) / isolated pass.
+``added / pass`` is (softshare step - none step) / isolated pass; ``added /
+bare`` divides by what ``none + bare pass`` adds instead (issue 22's bound for
+``add_grad_``: 1.15).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ VARIANTS = [
     "torch.compile",
     "softshare",
     "softshare overlapped",
+    "softshare add_grad_",
     "none + bare pass",
 ]
 ISOLATED = ["isolated pass (NumPy)", "MixturePrior fwd+bwd"]
@@ -124,17 +130,21 @@ class Setup:
         elif self.variant == "softshare":
             loss = loss + prior(self.model, LAM)
         loss.backward()
+        if self.variant == "softshare add_grad_":
+            prior.add_grad_(self.model, LAM)
         if self.variant == "none + bare pass":
             softshare.penalty(self.arrays, self.mixture, LAM, n_threads=torch.get_num_threads())
         opt.step()
 
 
-def run(model_name: str, threads: int, steps: int, rounds: int) -> dict[str, float]:
+def run(
+    model_name: str, threads: int, steps: int, rounds: int, variants: list[str]
+) -> dict[str, float]:
     """Median seconds per call of every variant and isolated measurement."""
     torch.set_num_threads(threads)
     torch._dynamo.reset()  # compiled kernels take the thread count at compile time
-    setups = {v: Setup(model_name, v) for v in VARIANTS}
-    ref = setups["softshare"]
+    setups = {v: Setup(model_name, v) for v in variants}
+    ref = Setup(model_name, "softshare")
     weights = [p.detach().numpy() for p in ref.params]
     mixture = ref.prior.mixture()
 
@@ -155,7 +165,7 @@ def run(model_name: str, threads: int, steps: int, rounds: int) -> dict[str, flo
     times: dict[str, list[float]] = {k: [] for k in calls}
     for _ in range(rounds):
         for k, fn in calls.items():
-            n = steps if k in VARIANTS else 4 * steps
+            n = steps if k in variants else 4 * steps
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
@@ -166,17 +176,19 @@ def run(model_name: str, threads: int, steps: int, rounds: int) -> dict[str, flo
 def report(model_name: str, threads: int, med: dict[str, float], n_weights: int) -> None:
     base = med["none"]
     iso = med[ISOLATED[0]]
+    bare = med["none + bare pass"] - base
     print(f"\n### {model_name} ({n_weights:,} weights), {threads} thread(s)\n")
-    print("| step | ms per step | added to none | added / isolated pass |")
-    print("|---|---:|---:|---:|")
-    for v in VARIANTS:
+    print("| step | ms per step | added to none | added / isolated pass | added / bare pass's |")
+    print("|---|---:|---:|---:|---:|")
+    for v in [v for v in VARIANTS if v in med]:
         t = med[v]
         added = "-" if v == "none" else f"{(t - base) * 1e3:+.3f} ms"
         ratio = "-" if v == "none" else f"{(t - base) / iso:.2f}"
-        print(f"| {v} | {t * 1e3:.3f} | {added} | {ratio} |")
+        vs_bare = "-" if v == "none" else f"{(t - base) / bare:.2f}"
+        print(f"| {v} | {t * 1e3:.3f} | {added} | {ratio} | {vs_bare} |")
     fb = med[ISOLATED[1]]
-    print(f"| {ISOLATED[0]} | {iso * 1e3:.3f} | | |")
-    print(f"| {ISOLATED[1]} | {fb * 1e3:.3f} | {(fb - iso) * 1e6:+.0f} us vs NumPy call | |")
+    print(f"| {ISOLATED[0]} | {iso * 1e3:.3f} | | | |")
+    print(f"| {ISOLATED[1]} | {fb * 1e3:.3f} | {(fb - iso) * 1e6:+.0f} us vs NumPy call | | |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -185,7 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--steps", type=int, default=50, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
+    parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     args = parser.parse_args(argv)
+    variants = [v for v in VARIANTS if v in {*args.variants, "none", "none + bare pass"}]
     print(f"Machine: {machine_line()}, torch {torch.__version__}")
     print(
         f"Adam, M = 17, lam = {LAM}; median of {args.rounds} interleaved rounds of "
@@ -194,9 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     for model_name in args.models:
         n_weights = sum(p.numel() for p in make_model(model_name)[0].parameters())
         for threads in args.threads:
-            report(
-                model_name, threads, run(model_name, threads, args.steps, args.rounds), n_weights
-            )
+            med = run(model_name, threads, args.steps, args.rounds, variants)
+            report(model_name, threads, med, n_weights)
 
 
 if __name__ == "__main__":

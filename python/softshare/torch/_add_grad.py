@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ._checks import checked_inputs
-from ._compute import NativeCall, native_applies
+from ._compute import NativeCall, value_dtype
 from ._distributed import is_sharded
 from ._function import scaled_grads
 
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     from .prior import MixturePrior
 
 __all__ = ["add_grad", "add_mixture_grads", "hand_over", "plain_grads"]
+
+
+_KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
 class _Target(NamedTuple):
@@ -63,28 +66,40 @@ def plain_grads(weights: Sequence[Tensor]) -> bool:
     if len({id(w) for w in weights}) != len(weights):
         return False
     for w in weights:
-        if not w.requires_grad:
-            continue
-        if not w.is_leaf or is_sharded(w):
-            return False
-        g = w.grad
-        if g is not None and (
-            type(g) is not Tensor
-            or g.layout != torch.strided
-            or g.requires_grad
-            or g.dtype != w.dtype
-            or g.device != w.device
-        ):
+        if w.requires_grad and (not w.is_leaf or is_sharded(w) or not _plain(w.grad, w)):
             return False
     return True
 
 
-def _targets(weights: Sequence[Tensor]) -> list[_Target]:
-    """The kernel's output for each weight: its own ``.grad`` where it can add into it."""
+def _plain(g: Tensor | None, w: Tensor) -> bool:
+    """Whether ``g`` (``w.grad``) is None or a plain dense tensor not part of a graph."""
+    return g is None or (
+        type(g) is Tensor
+        and g.layout == torch.strided
+        and not g.requires_grad
+        and g.dtype == w.dtype
+        and g.device == w.device
+    )
+
+
+def _targets(weights: Sequence[Tensor]) -> list[_Target] | None:
+    """The kernel's output for each weight: its own ``.grad`` where it can add into it.
+
+    None where the kernel cannot take the weights (not CPU float32/float64,
+    sharded) or not add to their ``.grad`` (:func:`plain_grads`).
+    """
+    if len({id(w) for w in weights}) != len(weights):
+        return None
     targets = []
     for w in weights:
+        if not w.is_cpu or w.dtype not in _KERNEL_DTYPES or is_sharded(w):
+            return None
+        if w.requires_grad and not w.is_leaf:
+            return None
         g = w.grad if w.requires_grad else None
-        if g is not None and w.is_contiguous() and not w.is_neg() and g.is_contiguous():
+        if not _plain(g, w):
+            return None
+        if g is not None and g.is_contiguous() and w.is_contiguous() and not w.is_neg():
             targets.append(_Target(g, "added"))
             continue
         kind = "drop" if not w.requires_grad else "set" if g is None else "add"
@@ -170,6 +185,16 @@ def add_mixture_grads(
     return total.detach()
 
 
+def _plain_mixture_grads(prior: MixturePrior, grads: Sequence[Tensor]) -> None:
+    """The mixture part of :func:`add_grad` without ``pi_zero`` or a hyper-prior: leaves only."""
+    g_mu, g_lv, g_logit = grads
+    if prior.zero_component:  # mu[0] is pinned: autograd's slice gives it +0
+        g_mu = torch.cat([torch.zeros_like(g_mu[:1]), g_mu[1:]])
+    for p, g in ((prior.mu, g_mu), (prior.log_var, g_lv), (prior.logit, g_logit)):
+        if p.requires_grad:
+            _accumulate(p, g)
+
+
 def _prior_mixture_grads(
     prior: MixturePrior,
     value: Tensor,
@@ -178,12 +203,9 @@ def _prior_mixture_grads(
     hyper_lam: float | None,
 ) -> Tensor:
     """The mixture part of :func:`add_grad`; returns the value, hyper-prior included."""
-    g_mu, g_lv, g_logit = grads
     if prior.pi_zero is None and prior.hyperprior is None:
-        if prior.zero_component:  # mu[0] is pinned: autograd's slice gives it +0
-            g_mu = torch.cat([torch.zeros_like(g_mu[:1]), g_mu[1:]])
-        leaves = (prior.mu, prior.log_var, prior.logit)
-        return add_mixture_grads(value, leaves, (g_mu, g_lv, g_logit))
+        _plain_mixture_grads(prior, grads)
+        return value
     extra = None
     if prior.hyperprior is not None:
         weight = lam if hyper_lam is None else hyper_lam
@@ -232,9 +254,9 @@ def add_grad(
         weights = prior.penalized_parameters(model_or_params)
     mu, log_var, logit = params = prior.effective()  # no graph: under no_grad
     ws, lam_f = checked_inputs(weights, mu, log_var, logit, lam, "auto")
-    if not native_applies(ws, params) or any(is_sharded(t) for t in params) or not plain_grads(ws):
+    targets = _targets(ws) if all(p.is_cpu and not is_sharded(p) for p in params) else None
+    if targets is None:
         return _through_autograd(prior, ws, lam_f, hyper_lam)
-    targets = _targets(ws)
     call = NativeCall(
         ws,
         mu,
@@ -246,7 +268,7 @@ def add_grad(
         accumulate=[t.kind == "added" for t in targets],
     )
     call.run()
-    value, _, g_mu, g_lv, g_logit = call.finish()
+    value, mixture_grads = _finished(call, ws, params)
     added = []
     for w, t in zip(ws, targets):
         if t.kind == "added":
@@ -257,5 +279,28 @@ def add_grad(
             w.grad.add_(t.buffer)  # type: ignore[union-attr]
     if added:
         torch.autograd.graph.increment_version(added)  # written through their addresses
-    total = _prior_mixture_grads(prior, value, (g_mu, g_lv, g_logit), lam_f, hyper_lam)
+    if prior.pi_zero is None and prior.hyperprior is None and isinstance(value, float):
+        _plain_mixture_grads(prior, mixture_grads)
+        return value
+    value_t = call.finish()[0] if isinstance(value, float) else value
+    total = _prior_mixture_grads(prior, value_t, mixture_grads, lam_f, hyper_lam)
     return float(total.item())
+
+
+def _finished(
+    call: NativeCall, ws: Sequence[Tensor], params: Sequence[Tensor]
+) -> tuple[float | Tensor, list[Tensor]]:
+    """The value and the mixture gradients (in the parameters' dtypes) of a pass.
+
+    The value as a float, rounded as the autograd form rounds it, when the
+    kernel finished the pass; else :meth:`NativeCall.finish`'s tensor (the
+    slow path, which raises the errors of ``softshare.penalty``).
+    """
+    raw = call.raw
+    if raw is None or raw[0] is None:
+        value_t, _, *grads = call.finish()
+        return value_t, grads
+    grads = [g if g.dtype == p.dtype else g.to(p.dtype) for g, p in zip(call.out, params)]
+    dtype = value_dtype(ws, params)
+    value = raw[0] if dtype == torch.float64 else torch.tensor(raw[0], dtype=dtype).item()
+    return value, grads
