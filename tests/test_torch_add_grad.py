@@ -246,3 +246,15 @@ def test_overlapped_join_adds_directly_and_keeps_kept_grads() -> None:
     loss_of(model_d, x, y).backward()
     prior_d.add_grad_(model_d, LAM)
     assert_same_grads(tensors(model, prior), tensors(model_d, prior_d))
+
+
+@pytest.mark.parametrize("lam", [0.0, 1e-45, 3e38])
+def test_extreme_lam_and_a_generator_of_parameters(lam: float) -> None:
+    # lam = 0: +0 added (a -0.0 gradient becomes +0.0, as autograd's sum makes
+    # it); lam a float32 subnormal or huge: the kernel's float64 paths
+    model, prior, _, x, y = make_setup(torch.float32)
+    (loss_of(model, x, y) + prior(model, lam)).backward()
+    model_d, prior_d, _, _, _ = make_setup(torch.float32)
+    loss_of(model_d, x, y).backward()
+    prior_d.add_grad_(model_d.parameters(), lam)
+    assert_same_grads(tensors(model, prior), tensors(model_d, prior_d))

@@ -24,7 +24,7 @@ counter bumped; tensor hooks do not see the penalty's part.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
@@ -32,7 +32,7 @@ from torch import Tensor
 from ._checks import checked_inputs
 from ._compute import NativeCall, value_dtype
 from ._distributed import is_sharded
-from ._function import scaled_grads
+from ._hand_over import accumulate, add_mixture_grads, plain_grad, set_grad
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ._checks import TensorOrTensors
     from .prior import MixturePrior
 
-__all__ = ["add_grad", "add_mixture_grads", "hand_over", "plain_grads"]
+__all__ = ["add_grad"]
 
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -53,33 +53,6 @@ class _Target(NamedTuple):
 
     buffer: Tensor
     kind: str  # "added" (the .grad itself, accumulated), "set", "add" or "drop"
-
-
-def plain_grads(weights: Sequence[Tensor]) -> bool:
-    """Whether ``.grad`` can be written directly for every weight that requires grad.
-
-    Leaves only (autograd fills no other ``.grad``), each tensor once (a tensor
-    given twice gets its two terms summed by autograd first), and every
-    existing ``.grad`` a plain dense tensor of the weight's dtype and device
-    that is not itself part of a graph.
-    """
-    if len({id(w) for w in weights}) != len(weights):
-        return False
-    for w in weights:
-        if w.requires_grad and (not w.is_leaf or is_sharded(w) or not _plain(w.grad, w)):
-            return False
-    return True
-
-
-def _plain(g: Tensor | None, w: Tensor) -> bool:
-    """Whether ``g`` (``w.grad``) is None or a plain dense tensor not part of a graph."""
-    return g is None or (
-        type(g) is Tensor
-        and g.layout == torch.strided
-        and not g.requires_grad
-        and g.dtype == w.dtype
-        and g.device == w.device
-    )
 
 
 def _targets(weights: Sequence[Tensor]) -> list[_Target] | None:
@@ -97,7 +70,7 @@ def _targets(weights: Sequence[Tensor]) -> list[_Target] | None:
         if w.requires_grad and not w.is_leaf:
             return None
         g = w.grad if w.requires_grad else None
-        if not _plain(g, w):
+        if not plain_grad(g, w):
             return None
         if g is not None and g.is_contiguous() and w.is_contiguous() and not w.is_neg():
             targets.append(_Target(g, "added"))
@@ -107,84 +80,6 @@ def _targets(weights: Sequence[Tensor]) -> list[_Target] | None:
     return targets
 
 
-def _set_grad(w: Tensor, g: Tensor) -> None:
-    """``w.grad = g`` (contiguous, fresh), laid out as autograd lays out a new ``.grad``."""
-    w.grad = g if w.is_contiguous() else torch.empty_like(w).copy_(g)
-
-
-def hand_over(weights: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
-    """Add fresh gradients (contiguous, one per weight) to ``.grad`` as autograd would.
-
-    A ``.grad`` that is None becomes the gradient itself; an existing one is
-    added to in place. Weights that do not require grad get nothing.
-    """
-    for w, g in zip(weights, grads):
-        if not w.requires_grad:
-            continue
-        if w.grad is None:
-            _set_grad(w, g)
-        else:
-            w.grad.add_(g)
-
-
-def _accumulate(p: Tensor, g: Tensor) -> None:
-    """Autograd's accumulation of ``g`` into the leaf ``p``'s ``.grad``."""
-    g = g if g.dtype == p.dtype else g.to(p.dtype)
-    if p.grad is None:
-        _set_grad(p, g)
-    else:
-        p.grad.add_(g)
-
-
-class _Handed(torch.autograd.Function):
-    """``value``, whose backward hands out gradients computed earlier for ``params``.
-
-    ``apply(value, grads, *params)``: the mixture's part of the penalty's
-    autograd node (``_function.PenaltyFunction``), without the weights.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, value: Tensor, grads: Sequence[Tensor], *_params: Tensor) -> Tensor:
-        ctx.grads = grads
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad_value: Tensor) -> tuple[Tensor | None, ...]:
-        grads = scaled_grads(grad_value, ctx.grads, eager=True)
-        needs = ctx.needs_input_grad[2:]
-        return (None, None, *(g if need else None for g, need in zip(grads, needs)))
-
-
-def add_mixture_grads(
-    value: Tensor,
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    extra: Callable[[], Tensor] | None = None,
-) -> Tensor:
-    """Hand the penalty's gradients for its mixture tensors ``params`` to their ``.grad``.
-
-    Leaves take theirs directly. Tensors derived from others
-    (``MixturePrior.effective`` with ``pi_zero``) and ``extra()`` (the
-    hyper-prior's term) go through a backward pass of the M-sized graph
-    alone, built as the autograd form builds it (the penalty's node first,
-    then ``extra``'s), so that each leaf receives its terms in the same order.
-    Returns ``value`` plus ``extra()``, detached.
-    """
-    if extra is None and all(t.is_leaf or not t.requires_grad for t in params):
-        for t, g in zip(params, grads):
-            if t.requires_grad:
-                _accumulate(t, g)
-        return value
-    with torch.enable_grad():
-        apply: Any = _Handed.apply  # untyped in torch's stubs
-        total: Tensor = apply(value, list(grads), *params)
-        if extra is not None:
-            total = total + extra()
-    if total.requires_grad:
-        torch.autograd.backward(total)
-    return total.detach()
-
-
 def _plain_mixture_grads(prior: MixturePrior, grads: Sequence[Tensor]) -> None:
     """The mixture part of :func:`add_grad` without ``pi_zero`` or a hyper-prior: leaves only."""
     g_mu, g_lv, g_logit = grads
@@ -192,7 +87,7 @@ def _plain_mixture_grads(prior: MixturePrior, grads: Sequence[Tensor]) -> None:
         g_mu = torch.cat([torch.zeros_like(g_mu[:1]), g_mu[1:]])
     for p, g in ((prior.mu, g_mu), (prior.log_var, g_lv), (prior.logit, g_logit)):
         if p.requires_grad:
-            _accumulate(p, g)
+            accumulate(p, g)
 
 
 def _prior_mixture_grads(
@@ -274,7 +169,7 @@ def add_grad(
         if t.kind == "added":
             added.append(t.buffer)
         elif t.kind == "set":
-            _set_grad(w, t.buffer)
+            set_grad(w, t.buffer)
         elif t.kind == "add":
             w.grad.add_(t.buffer)  # type: ignore[union-attr]
     if added:

@@ -5,7 +5,7 @@ not change between the start of the step and ``optimizer.step()``. So the
 fused pass can run on a background thread (the kernel releases the GIL)
 while the network's forward and backward pass run on the caller's thread,
 and ``join()`` adds its gradients to ``.grad`` afterwards, as
-``MixturePrior.add_grad_`` does (``_add_grad.py``: no autograd for the
+``MixturePrior.add_grad_`` does (``_hand_over.py``: no autograd for the
 weights; tensors that autograd must see, a tensor given twice, go through a
 backward pass of their own). The gradients are bit-identical to those of
 the plain form ``(loss + penalty).backward()``: each ``.grad`` receives the
@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from .._inputs import as_n_threads, cpu_count
-from ._add_grad import add_mixture_grads, hand_over, plain_grads
 from ._checks import checked_inputs
 from ._compute import NativeCall, native_applies
 from ._distributed import is_sharded
 from ._function import PenaltyFunction
+from ._hand_over import add_mixture_grads, hand_over, plain_grads
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
