@@ -356,21 +356,21 @@ struct Runner {
     // that overwrites what it wrote, so only the block's final grad_w may meet
     // the caller's: out[i] + g_i with g_i exactly the value written without
     // accumulate (+0 for lam = 0, as the bindings' native_totals writes it),
-    // added in the dtype. The buffer is L1-resident: the addition costs about
-    // a percent of the block's pass.
+    // added in the dtype. The buffer is L1-resident: the addition (table.add_*,
+    // the widest vectors) costs about a percent of the block's pass.
     void block(const Block& b, double* partial, ThreadScratch& ts) const {
         const Segment& seg = segments[static_cast<std::size_t>(b.segment)];
         if (seg.dtype == DType::f64) {
             double* out = static_cast<double*>(seg.grad_w) + b.begin;
             double* g = seg.accumulate ? block_buffer(ts.add64) : out;
             block_f64(seg, b, g, partial, ts);
-            if (seg.accumulate) add_into(out, g, b.n);
+            if (seg.accumulate) add_into(table.add_f64, out, g, b.n);
             return;
         }
         float* out = static_cast<float*>(seg.grad_w) + b.begin;
         float* g = seg.accumulate ? block_buffer(ts.add32) : out;
         block_f32(seg, b, g, partial, ts);
-        if (seg.accumulate) add_into(out, g, b.n);
+        if (seg.accumulate) add_into(table.add_f32, out, g, b.n);
     }
 
     template <class T>
@@ -381,13 +381,11 @@ struct Runner {
         return buf.data();
     }
 
+    // out += g by the instruction set's vectors (add); for lam = 0, out += +0.
     template <class T>
-    void add_into(T* out, const T* g, std::int64_t n) const {
-        if (lam == 0.0) {
-            for (std::int64_t i = 0; i < n; ++i) out[i] = out[i] + T(0);
-        } else {
-            for (std::int64_t i = 0; i < n; ++i) out[i] = out[i] + g[i];
-        }
+    void add_into(ArrayFn<T> add, T* out, T* g, std::int64_t n) const {
+        if (lam == 0.0) std::fill(g, g + n, T(0));
+        add(g, out, n);
     }
 
     void block_f64(const Segment& seg, const Block& b, double* g, double* partial,

@@ -123,6 +123,8 @@ struct KernelTable {
     ArrayFn<double> exp2_f64;
     ArrayFn<float> log_f32;
     ArrayFn<double> log_f64;
+    ArrayFn<float> add_f32;  // y[i] = y[i] + x[i] (an accumulating segment's block)
+    ArrayFn<double> add_f64;
     int lanes_f32;  // lanes of one SIMD vector of float32 / float64: scratch sizes
     int lanes_f64;
 };
