@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_torch.py [--threads 1 2] [--models mlp lenet5] [--steps 50]
-        [--variants ...]  # default: all; "none" and "none + bare pass" always run
+        [--variants ...]  # default: all; "none" and the bare passes always run
 
 Models (random data: the data does not change the time), Adam, a mixture of
 M = 17 components (a zero component and 16 others), as in Ullrich et al.:
@@ -22,17 +22,24 @@ Step variants, timed in interleaved rounds so that machine noise hits all alike:
   ``join()`` before ``optimizer.step()``;
 - ``softshare add_grad_``: ``loss.backward()``, then ``MixturePrior.add_grad_``
   adds the penalty's gradients into ``.grad`` (no autograd);
+- ``softshare add_grad_, fixed mixture``: the same with the mixture's
+  parameters frozen (``requires_grad=False``, not in the optimizer);
 - ``none + bare pass``: ``none`` with ``softshare.penalty`` called on NumPy
   views of the weights after the backward pass, its result thrown away (no
   autograd, no gradient added, the mixture not trained): what the pass alone
-  costs inside a step, the floor of any form of the prior.
+  costs inside a step, the floor of any form of the prior;
+- ``none + bare pass, mixture trained``: the same pass, its ``grad_mu``,
+  ``grad_log_var`` and ``grad_logit`` set as the mixture's ``.grad`` and the
+  mixture in the optimizer (its three parameter groups, as in every
+  ``softshare`` step): the floor of a step that trains the prior.
 
 Also timed in the same rounds: the isolated pass (``softshare.penalty`` on
 NumPy views of the weights, the same threads) and ``MixturePrior`` forward +
 backward alone (``.grad`` set to None first, as ``zero_grad`` does).
 ``added / pass`` is (softshare step - none step) / isolated pass; ``added /
 bare`` divides by what ``none + bare pass`` adds instead (issue 22's bound for
-``add_grad_``: 1.15).
+``add_grad_``: 1.15), ``added / bare, trained`` by what ``none + bare pass,
+mixture trained`` adds.
 """
 
 from __future__ import annotations
@@ -60,8 +67,11 @@ VARIANTS = [
     "softshare",
     "softshare overlapped",
     "softshare add_grad_",
+    "softshare add_grad_, fixed mixture",
     "none + bare pass",
+    "none + bare pass, mixture trained",
 ]
+BARE = ["none + bare pass", "none + bare pass, mixture trained"]
 ISOLATED = ["isolated pass (NumPy)", "MixturePrior fwd+bwd"]
 
 
@@ -102,7 +112,9 @@ class Setup:
         groups: list[dict[str, Any]] = [{"params": self.params}]
         self.arrays = [p.detach().numpy() for p in self.params]  # views: see the updates
         self.mixture = self.prior.mixture()
-        if not variant.startswith("none"):
+        if variant.endswith("fixed mixture"):
+            self.prior.requires_grad_(False)
+        elif not variant.startswith("none") or variant.endswith("mixture trained"):
             groups += self.prior.parameter_groups(lr_mu=5e-4, lr_log_var=1e-2, lr_logit=3e-3)
         self.opt = torch.optim.Adam(groups, lr=2e-3)
         self.x = torch.randn(batch, *in_shape)
@@ -130,10 +142,14 @@ class Setup:
         elif self.variant == "softshare":
             loss = loss + prior(self.model, LAM)
         loss.backward()
-        if self.variant == "softshare add_grad_":
+        if self.variant.startswith("softshare add_grad_"):
             prior.add_grad_(self.model, LAM)
-        if self.variant == "none + bare pass":
-            softshare.penalty(self.arrays, self.mixture, LAM, n_threads=torch.get_num_threads())
+        elif self.variant in BARE:
+            r = softshare.penalty(self.arrays, self.mixture, LAM, n_threads=torch.get_num_threads())
+            if self.variant == BARE[1]:
+                grads = (r.grad_mu, r.grad_log_var, r.grad_logit)
+                for p, g in zip((prior.mu, prior.log_var, prior.logit), grads):
+                    p.grad = torch.from_numpy(g).to(p.dtype)
         opt.step()
 
 
@@ -144,7 +160,7 @@ def run(
     torch.set_num_threads(threads)
     torch._dynamo.reset()  # compiled kernels take the thread count at compile time
     setups = {v: Setup(model_name, v) for v in variants}
-    ref = Setup(model_name, "softshare")
+    ref = setups["softshare"] if "softshare" in setups else Setup(model_name, "softshare")
     weights = [p.detach().numpy() for p in ref.params]
     mixture = ref.prior.mixture()
 
@@ -176,19 +192,26 @@ def run(
 def report(model_name: str, threads: int, med: dict[str, float], n_weights: int) -> None:
     base = med["none"]
     iso = med[ISOLATED[0]]
-    bare = med["none + bare pass"] - base
+    bare, trained = (med[b] - base for b in BARE)
     print(f"\n### {model_name} ({n_weights:,} weights), {threads} thread(s)\n")
-    print("| step | ms per step | added to none | added / isolated pass | added / bare pass's |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| step | ms per step | added to none | added / isolated pass | added / bare "
+        "| added / bare, trained |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for v in [v for v in VARIANTS if v in med]:
         t = med[v]
-        added = "-" if v == "none" else f"{(t - base) * 1e3:+.3f} ms"
-        ratio = "-" if v == "none" else f"{(t - base) / iso:.2f}"
-        vs_bare = "-" if v == "none" else f"{(t - base) / bare:.2f}"
-        print(f"| {v} | {t * 1e3:.3f} | {added} | {ratio} | {vs_bare} |")
+        if v == "none":
+            print(f"| {v} | {t * 1e3:.3f} | - | - | - | - |")
+            continue
+        added = t - base
+        print(
+            f"| {v} | {t * 1e3:.3f} | {added * 1e3:+.3f} ms | {added / iso:.2f} "
+            f"| {added / bare:.2f} | {added / trained:.2f} |"
+        )
     fb = med[ISOLATED[1]]
-    print(f"| {ISOLATED[0]} | {iso * 1e3:.3f} | | | |")
-    print(f"| {ISOLATED[1]} | {fb * 1e3:.3f} | {(fb - iso) * 1e6:+.0f} us vs NumPy call | | |")
+    print(f"| {ISOLATED[0]} | {iso * 1e3:.3f} | | | | |")
+    print(f"| {ISOLATED[1]} | {fb * 1e3:.3f} | {(fb - iso) * 1e6:+.0f} us vs NumPy call | | | |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -199,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     args = parser.parse_args(argv)
-    variants = [v for v in VARIANTS if v in {*args.variants, "none", "none + bare pass"}]
+    variants = [v for v in VARIANTS if v in {*args.variants, "none", *BARE}]
     print(f"Machine: {machine_line()}, torch {torch.__version__}")
     print(
         f"Adam, M = 17, lam = {LAM}; median of {args.rounds} interleaved rounds of "

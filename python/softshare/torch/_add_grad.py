@@ -24,6 +24,8 @@ counter bumped; tensor hooks do not see the penalty's part.
 
 from __future__ import annotations
 
+import math
+from struct import pack, unpack
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -59,7 +61,7 @@ def _targets(weights: Sequence[Tensor]) -> list[_Target] | None:
     """The kernel's output for each weight: its own ``.grad`` where it can add into it.
 
     None where the kernel cannot take the weights (not CPU float32/float64,
-    sharded) or not add to their ``.grad`` (:func:`plain_grads`).
+    sharded) or not add to their ``.grad`` (``_hand_over.plain_grads``).
     """
     if len({id(w) for w in weights}) != len(weights):
         return None
@@ -143,10 +145,7 @@ def add_grad(
             "all-reduce in backward; use forward()"
         )
         raise ValueError(msg)
-    if isinstance(model_or_params, Tensor):
-        weights = [model_or_params]
-    else:
-        weights = prior.penalized_parameters(model_or_params)
+    weights = prior.penalized_parameters(model_or_params)
     mu, log_var, logit = params = prior.effective()  # no graph: under no_grad
     ws, lam_f = checked_inputs(weights, mu, log_var, logit, lam, "auto")
     targets = _targets(ws) if all(p.is_cpu and not is_sharded(p) for p in params) else None
@@ -196,6 +195,12 @@ def _finished(
         value_t, _, *grads = call.finish()
         return value_t, grads
     grads = [g if g.dtype == p.dtype else g.to(p.dtype) for g, p in zip(call.out, params)]
+    dtypes = {t.dtype for t in (*ws, *params)}
+    if dtypes == {torch.float32}:  # the common case: round as torch.tensor(v, float32)
+        try:
+            return unpack("f", pack("f", raw[0]))[0], grads
+        except OverflowError:  # rounds to +-inf
+            return math.copysign(math.inf, raw[0]), grads
     dtype = value_dtype(ws, params)
     value = raw[0] if dtype == torch.float64 else torch.tensor(raw[0], dtype=dtype).item()
     return value, grads

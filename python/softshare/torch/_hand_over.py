@@ -47,7 +47,7 @@ def plain_grad(g: Tensor | None, w: Tensor) -> bool:
         and g.layout == torch.strided
         and not g.requires_grad
         and g.dtype == w.dtype
-        and g.device == w.device
+        and (g.is_cpu if w.is_cpu else g.device == w.device)
     )
 
 

@@ -161,7 +161,7 @@ class MixturePrior(RecipeSteps, nn.Module):
         """``(name, tensor)`` of every tensor the prior applies to: a module's parameters
         (those ``penalize`` selects) except the prior's own, or the given tensors
         (named "0", "1", ...)."""
-        own = {id(p) for p in self.parameters()}
+        own = {id(p) for p in (self.parameters() if self._modules else self._parameters.values())}
         return selected(model_or_params, self.penalize, own)
 
     def penalized_parameters(self, model_or_params: nn.Module | TensorOrTensors) -> list[Tensor]:
