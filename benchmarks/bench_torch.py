@@ -36,7 +36,9 @@ Step variants, timed in interleaved rounds so that machine noise hits all alike:
 Also timed in the same rounds: the isolated pass (``softshare.penalty`` on
 NumPy views of the weights, the same threads) and ``MixturePrior`` forward +
 backward alone (``.grad`` set to None first, as ``zero_grad`` does).
-``added / pass`` is (softshare step - none step) / isolated pass; ``added /
+``added to none`` is the median over rounds of a step's time minus ``none``'s
+in the same round (machine noise that lasts a round cancels); ``added /
+pass`` is that over the isolated pass; ``added /
 bare`` divides by what ``none + bare pass`` adds instead (issue 22's bound for
 ``add_grad_``: 1.15), ``added / bare, trained`` by what ``none + bare pass,
 mixture trained`` adds.
@@ -155,8 +157,8 @@ class Setup:
 
 def run(
     model_name: str, threads: int, steps: int, rounds: int, variants: list[str]
-) -> dict[str, float]:
-    """Median seconds per call of every variant and isolated measurement."""
+) -> dict[str, list[float]]:
+    """Seconds per call of every variant and isolated measurement, one per round."""
     torch.set_num_threads(threads)
     torch._dynamo.reset()  # compiled kernels take the thread count at compile time
     setups = {v: Setup(model_name, v) for v in variants}
@@ -186,13 +188,17 @@ def run(
             for _ in range(n):
                 fn()
             times[k].append((time.perf_counter() - t0) / n)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
 
 
-def report(model_name: str, threads: int, med: dict[str, float], n_weights: int) -> None:
-    base = med["none"]
+def report(model_name: str, threads: int, times: dict[str, list[float]], n_weights: int) -> None:
+    med = {k: statistics.median(v) for k, v in times.items()}
     iso = med[ISOLATED[0]]
-    bare, trained = (med[b] - base for b in BARE)
+
+    def added_to_none(v: str) -> float:
+        return statistics.median(a - b for a, b in zip(times[v], times["none"]))
+
+    bare, trained = (added_to_none(b) for b in BARE)
     print(f"\n### {model_name} ({n_weights:,} weights), {threads} thread(s)\n")
     print(
         "| step | ms per step | added to none | added / isolated pass | added / bare "
@@ -204,7 +210,7 @@ def report(model_name: str, threads: int, med: dict[str, float], n_weights: int)
         if v == "none":
             print(f"| {v} | {t * 1e3:.3f} | - | - | - | - |")
             continue
-        added = t - base
+        added = added_to_none(v)
         print(
             f"| {v} | {t * 1e3:.3f} | {added * 1e3:+.3f} ms | {added / iso:.2f} "
             f"| {added / bare:.2f} | {added / trained:.2f} |"
@@ -231,8 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     for model_name in args.models:
         n_weights = sum(p.numel() for p in make_model(model_name)[0].parameters())
         for threads in args.threads:
-            med = run(model_name, threads, args.steps, args.rounds, variants)
-            report(model_name, threads, med, n_weights)
+            times = run(model_name, threads, args.steps, args.rounds, variants)
+            report(model_name, threads, times, n_weights)
 
 
 if __name__ == "__main__":

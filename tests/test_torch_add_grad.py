@@ -225,6 +225,10 @@ def test_errors() -> None:
         split.add_grad_(model, LAM)
     with pytest.raises(ValueError, match="lam must be finite"):
         prior.add_grad_(model, -1.0)
+    with pytest.raises(TypeError, match=r"weights\[1\] must be a torch.Tensor"):
+        prior.add_grad_([model[0].weight, 0.5], LAM)  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="real floating-point tensor"):
+        prior.add_grad_([torch.zeros(3, dtype=torch.int64)], LAM)
     with torch.no_grad():
         model[0].weight[1, 2] = float("nan")
     with pytest.raises(

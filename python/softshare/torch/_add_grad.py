@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor
 
+from .._inputs import as_lam
+from .._mixture import check_component_shapes
 from ._checks import checked_inputs
-from ._compute import NativeCall, value_dtype
-from ._distributed import is_sharded
+from ._compute import NativeCall, dense, value_dtype
 from ._hand_over import accumulate, add_mixture_grads, plain_grad, set_grad
 
 if TYPE_CHECKING:
@@ -47,39 +48,60 @@ if TYPE_CHECKING:
 __all__ = ["add_grad"]
 
 
+_F64 = torch.float64
 _KERNEL_DTYPES = (torch.float32, torch.float64)
+_PLAIN = (Tensor, torch.nn.Parameter)  # what the kernel reads: no DTensor, no other subclass
 
 
-class _Target(NamedTuple):
-    """Where one weight's gradient goes: the kernel's buffer and what to do after the pass."""
+class _Plan(NamedTuple):
+    """The kernel's outputs for the weights, and what to do with each after the pass.
 
-    buffer: Tensor
-    kind: str  # "added" (the .grad itself, accumulated), "set", "add" or "drop"
-
-
-def _targets(weights: Sequence[Tensor]) -> list[_Target] | None:
-    """The kernel's output for each weight: its own ``.grad`` where it can add into it.
-
-    None where the kernel cannot take the weights (not CPU float32/float64,
-    sharded) or not add to their ``.grad`` (``_hand_over.plain_grads``).
+    ``kinds[k]``: "added" (``buffers[k]`` is the ``.grad`` the kernel adds
+    into), "set" (a fresh buffer to become ``.grad``), "add" (one to add to
+    ``.grad``) or "drop" (the weight does not require grad).
     """
-    if len({id(w) for w in weights}) != len(weights):
+
+    buffers: list[Tensor]
+    kinds: list[str]
+    dense: list[Tensor]
+    segments: list[tuple[int, int, int, bool]]
+
+
+def _plan(weights: Sequence[Tensor], params: Sequence[Tensor]) -> _Plan | None:
+    """The native plan for these weights, in one pass over them; None for the fallback.
+
+    None unless every weight and mixture tensor is a plain CPU tensor (no
+    DTensor), the weights float32/float64, each given once, those that
+    require grad leaves whose ``.grad`` is None or plain
+    (``_hand_over.plain_grad``). Checks nothing else: the fallback's
+    ``checked_inputs`` raises what is wrong.
+    """
+    if not all(type(p) in _PLAIN and p.is_cpu and p.is_floating_point() for p in params):
         return None
-    targets = []
+    plan = _Plan([], [], [], [])
+    seen = set()
     for w in weights:
-        if not w.is_cpu or w.dtype not in _KERNEL_DTYPES or is_sharded(w):
+        if type(w) not in _PLAIN or not w.is_cpu or w.dtype not in _KERNEL_DTYPES:
             return None
-        if w.requires_grad and not w.is_leaf:
+        seen.add(id(w))
+        needs = w.requires_grad
+        if needs and not w.is_leaf:
             return None
-        g = w.grad if w.requires_grad else None
+        g = w.grad if needs else None
         if not plain_grad(g, w):
             return None
-        if g is not None and g.is_contiguous() and w.is_contiguous() and not w.is_neg():
-            targets.append(_Target(g, "added"))
-            continue
-        kind = "drop" if not w.requires_grad else "set" if g is None else "add"
-        targets.append(_Target(torch.empty(w.shape, dtype=w.dtype), kind))
-    return targets
+        in_order = w.is_contiguous() and not w.is_neg()
+        d = w if in_order else dense(w)
+        if g is not None and in_order and g.is_contiguous():
+            buffer, kind = g, "added"
+        else:
+            buffer = torch.empty(w.shape, dtype=w.dtype)
+            kind = "drop" if not needs else "set" if g is None else "add"
+        plan.buffers.append(buffer)
+        plan.kinds.append(kind)
+        plan.dense.append(d)
+        plan.segments.append((d.data_ptr(), buffer.data_ptr(), w.numel(), w.dtype == _F64))
+    return plan if len(seen) == len(plan.kinds) else None
 
 
 def _plain_mixture_grads(prior: MixturePrior, grads: Sequence[Tensor]) -> None:
@@ -145,12 +167,14 @@ def add_grad(
             "all-reduce in backward; use forward()"
         )
         raise ValueError(msg)
-    weights = prior.penalized_parameters(model_or_params)
+    ws = prior.penalized_parameters(model_or_params)
     mu, log_var, logit = params = prior.effective()  # no graph: under no_grad
-    ws, lam_f = checked_inputs(weights, mu, log_var, logit, lam, "auto")
-    targets = _targets(ws) if all(p.is_cpu and not is_sharded(p) for p in params) else None
-    if targets is None:
+    plan = _plan(ws, params)
+    if plan is None:
+        ws, lam_f = checked_inputs(ws, mu, log_var, logit, lam, "auto")
         return _through_autograd(prior, ws, lam_f, hyper_lam)
+    lam_f = as_lam(lam)
+    check_component_shapes(mu.shape, log_var.shape, logit.shape, kind="tensors")
     call = NativeCall(
         ws,
         mu,
@@ -158,19 +182,20 @@ def add_grad(
         logit,
         lam_f,
         n_threads,
-        grads=[t.buffer for t in targets],
-        accumulate=[t.kind == "added" for t in targets],
+        grads=plan.buffers,
+        accumulate=[k == "added" for k in plan.kinds],
+        prepared=(plan.dense, plan.segments),
     )
     call.run()
     value, mixture_grads = _finished(call, ws, params)
     added = []
-    for w, t in zip(ws, targets):
-        if t.kind == "added":
-            added.append(t.buffer)
-        elif t.kind == "set":
-            set_grad(w, t.buffer)
-        elif t.kind == "add":
-            w.grad.add_(t.buffer)  # type: ignore[union-attr]
+    for w, buffer, kind in zip(ws, plan.buffers, plan.kinds):
+        if kind == "added":
+            added.append(buffer)
+        elif kind == "set":
+            set_grad(w, buffer)
+        elif kind == "add":
+            w.grad.add_(buffer)  # type: ignore[union-attr]
     if added:
         torch.autograd.graph.increment_version(added)  # written through their addresses
     if prior.pi_zero is None and prior.hyperprior is None and isinstance(value, float):

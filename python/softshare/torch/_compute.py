@@ -103,7 +103,9 @@ class NativeCall:
 
     ``grads``, when given, are the tensors ``grad_w`` goes into (contiguous,
     of the weights' shapes and dtypes), and ``accumulate`` flags those it is
-    added to rather than written into (``softshare.penalty``'s ``accumulate``).
+    added to rather than written into (``softshare.penalty``'s ``accumulate``);
+    ``prepared``, the weights as the kernel reads them (:func:`dense`) and the
+    raw segments of both, when the caller made them already.
     """
 
     def __init__(
@@ -117,19 +119,23 @@ class NativeCall:
         *,
         grads: Sequence[Tensor] | None = None,
         accumulate: Sequence[bool] = (),
+        prepared: tuple[list[Tensor], list[tuple[int, int, int, bool]]] | None = None,
     ) -> None:
         self.weights = weights
         self.params = (mu, log_var, logit)
         self.lam = lam
-        self.dense = [dense(w) for w in weights]
         if grads is None:
             grads = [torch.empty(w.shape, dtype=w.dtype) for w in weights]
         self.grads = list(grads)
         self.accumulate = list(accumulate)
-        self.segments = [
-            (w.data_ptr(), g.data_ptr(), w.numel(), w.dtype == torch.float64)
-            for w, g in zip(self.dense, self.grads)
-        ]
+        if prepared is None:
+            self.dense = [dense(w) for w in weights]
+            self.segments = [
+                (w.data_ptr(), g.data_ptr(), w.numel(), w.dtype == torch.float64)
+                for w, g in zip(self.dense, self.grads)
+            ]
+        else:
+            self.dense, self.segments = prepared
         self.mixture_tensors, self.mixture = raw_mixture(mu, log_var, logit)
         # the mixture gradients, in the parameters' dtype when they share one
         out_dtype = common_dtype(self.params)
