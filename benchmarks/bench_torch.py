@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/bench_torch.py [--threads 1 2] [--models mlp lenet5] [--steps 50]
+        [--variants ...]  # default: all; "none" and the bare passes always run
 
 Models (random data: the data does not change the time), Adam, a mixture of
 M = 17 components (a zero component and 16 others), as in Ullrich et al.:
@@ -19,15 +20,28 @@ Step variants, timed in interleaved rounds so that machine noise hits all alike:
 - ``softshare``: + ``MixturePrior`` (:func:`softshare.torch.penalty`);
 - ``softshare overlapped``: ``MixturePrior.start`` at the start of the step,
   ``join()`` before ``optimizer.step()``;
+- ``softshare add_grad_``: ``loss.backward()``, then ``MixturePrior.add_grad_``
+  adds the penalty's gradients into ``.grad`` (no autograd);
+- ``softshare add_grad_, fixed mixture``: the same with the mixture's
+  parameters frozen (``requires_grad=False``, not in the optimizer);
 - ``none + bare pass``: ``none`` with ``softshare.penalty`` called on NumPy
   views of the weights after the backward pass, its result thrown away (no
   autograd, no gradient added, the mixture not trained): what the pass alone
-  costs inside a step, the floor of any form of the prior.
+  costs inside a step, the floor of any form of the prior;
+- ``none + bare pass, mixture trained``: the same pass, its ``grad_mu``,
+  ``grad_log_var`` and ``grad_logit`` set as the mixture's ``.grad`` and the
+  mixture in the optimizer (its three parameter groups, as in every
+  ``softshare`` step): the floor of a step that trains the prior.
 
 Also timed in the same rounds: the isolated pass (``softshare.penalty`` on
 NumPy views of the weights, the same threads) and ``MixturePrior`` forward +
 backward alone (``.grad`` set to None first, as ``zero_grad`` does).
-``added / pass`` is (softshare step - none step) / isolated pass.
+``added to none`` is the median over rounds of a step's time minus ``none``'s
+in the same round (machine noise that lasts a round cancels); ``added /
+pass`` is that over the isolated pass; ``added /
+bare`` divides by what ``none + bare pass`` adds instead (issue 22's bound for
+``add_grad_``: 1.15), ``added / bare, trained`` by what ``none + bare pass,
+mixture trained`` adds.
 """
 
 from __future__ import annotations
@@ -54,8 +68,12 @@ VARIANTS = [
     "torch.compile",
     "softshare",
     "softshare overlapped",
+    "softshare add_grad_",
+    "softshare add_grad_, fixed mixture",
     "none + bare pass",
+    "none + bare pass, mixture trained",
 ]
+BARE = ["none + bare pass", "none + bare pass, mixture trained"]
 ISOLATED = ["isolated pass (NumPy)", "MixturePrior fwd+bwd"]
 
 
@@ -96,7 +114,9 @@ class Setup:
         groups: list[dict[str, Any]] = [{"params": self.params}]
         self.arrays = [p.detach().numpy() for p in self.params]  # views: see the updates
         self.mixture = self.prior.mixture()
-        if not variant.startswith("none"):
+        if variant.endswith("fixed mixture"):
+            self.prior.requires_grad_(False)
+        elif not variant.startswith("none") or variant.endswith("mixture trained"):
             groups += self.prior.parameter_groups(lr_mu=5e-4, lr_log_var=1e-2, lr_logit=3e-3)
         self.opt = torch.optim.Adam(groups, lr=2e-3)
         self.x = torch.randn(batch, *in_shape)
@@ -124,17 +144,25 @@ class Setup:
         elif self.variant == "softshare":
             loss = loss + prior(self.model, LAM)
         loss.backward()
-        if self.variant == "none + bare pass":
-            softshare.penalty(self.arrays, self.mixture, LAM, n_threads=torch.get_num_threads())
+        if self.variant.startswith("softshare add_grad_"):
+            prior.add_grad_(self.model, LAM)
+        elif self.variant in BARE:
+            r = softshare.penalty(self.arrays, self.mixture, LAM, n_threads=torch.get_num_threads())
+            if self.variant == BARE[1]:
+                grads = (r.grad_mu, r.grad_log_var, r.grad_logit)
+                for p, g in zip((prior.mu, prior.log_var, prior.logit), grads):
+                    p.grad = torch.from_numpy(g).to(p.dtype)
         opt.step()
 
 
-def run(model_name: str, threads: int, steps: int, rounds: int) -> dict[str, float]:
-    """Median seconds per call of every variant and isolated measurement."""
+def run(
+    model_name: str, threads: int, steps: int, rounds: int, variants: list[str]
+) -> dict[str, list[float]]:
+    """Seconds per call of every variant and isolated measurement, one per round."""
     torch.set_num_threads(threads)
     torch._dynamo.reset()  # compiled kernels take the thread count at compile time
-    setups = {v: Setup(model_name, v) for v in VARIANTS}
-    ref = setups["softshare"]
+    setups = {v: Setup(model_name, v) for v in variants}
+    ref = setups["softshare"] if "softshare" in setups else Setup(model_name, "softshare")
     weights = [p.detach().numpy() for p in ref.params]
     mixture = ref.prior.mixture()
 
@@ -155,28 +183,41 @@ def run(model_name: str, threads: int, steps: int, rounds: int) -> dict[str, flo
     times: dict[str, list[float]] = {k: [] for k in calls}
     for _ in range(rounds):
         for k, fn in calls.items():
-            n = steps if k in VARIANTS else 4 * steps
+            n = steps if k in variants else 4 * steps
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
             times[k].append((time.perf_counter() - t0) / n)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
 
 
-def report(model_name: str, threads: int, med: dict[str, float], n_weights: int) -> None:
-    base = med["none"]
+def report(model_name: str, threads: int, times: dict[str, list[float]], n_weights: int) -> None:
+    med = {k: statistics.median(v) for k, v in times.items()}
     iso = med[ISOLATED[0]]
+
+    def added_to_none(v: str) -> float:
+        return statistics.median(a - b for a, b in zip(times[v], times["none"]))
+
+    bare, trained = (added_to_none(b) for b in BARE)
     print(f"\n### {model_name} ({n_weights:,} weights), {threads} thread(s)\n")
-    print("| step | ms per step | added to none | added / isolated pass |")
-    print("|---|---:|---:|---:|")
-    for v in VARIANTS:
+    print(
+        "| step | ms per step | added to none | added / isolated pass | added / bare "
+        "| added / bare, trained |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for v in [v for v in VARIANTS if v in med]:
         t = med[v]
-        added = "-" if v == "none" else f"{(t - base) * 1e3:+.3f} ms"
-        ratio = "-" if v == "none" else f"{(t - base) / iso:.2f}"
-        print(f"| {v} | {t * 1e3:.3f} | {added} | {ratio} |")
+        if v == "none":
+            print(f"| {v} | {t * 1e3:.3f} | - | - | - | - |")
+            continue
+        added = added_to_none(v)
+        print(
+            f"| {v} | {t * 1e3:.3f} | {added * 1e3:+.3f} ms | {added / iso:.2f} "
+            f"| {added / bare:.2f} | {added / trained:.2f} |"
+        )
     fb = med[ISOLATED[1]]
-    print(f"| {ISOLATED[0]} | {iso * 1e3:.3f} | | |")
-    print(f"| {ISOLATED[1]} | {fb * 1e3:.3f} | {(fb - iso) * 1e6:+.0f} us vs NumPy call | |")
+    print(f"| {ISOLATED[0]} | {iso * 1e3:.3f} | | | | |")
+    print(f"| {ISOLATED[1]} | {fb * 1e3:.3f} | {(fb - iso) * 1e6:+.0f} us vs NumPy call | | | |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -185,7 +226,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--steps", type=int, default=50, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
+    parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     args = parser.parse_args(argv)
+    variants = [v for v in VARIANTS if v in {*args.variants, "none", *BARE}]
     print(f"Machine: {machine_line()}, torch {torch.__version__}")
     print(
         f"Adam, M = 17, lam = {LAM}; median of {args.rounds} interleaved rounds of "
@@ -194,9 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     for model_name in args.models:
         n_weights = sum(p.numel() for p in make_model(model_name)[0].parameters())
         for threads in args.threads:
-            report(
-                model_name, threads, run(model_name, threads, args.steps, args.rounds), n_weights
-            )
+            times = run(model_name, threads, args.steps, args.rounds, variants)
+            report(model_name, threads, times, n_weights)
 
 
 if __name__ == "__main__":

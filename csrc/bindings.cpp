@@ -63,7 +63,8 @@ std::size_t item_size(const sk::Segment& seg) {
 }
 
 // The kernel reads the weights while it writes the gradients: no gradient
-// may overlap any weights array.
+// may overlap any weights array, nor, where one accumulates (threads add
+// into each), any other gradient.
 void check_no_overlap(const std::vector<sk::Segment>& segments) {
     for (std::size_t i = 0; i < segments.size(); ++i) {
         const auto* g = static_cast<const char*>(segments[i].grad_w);
@@ -77,6 +78,23 @@ void check_no_overlap(const std::vector<sk::Segment>& segments) {
                                             std::to_string(j) +
                                             "]: the gradient needs its own memory");
             }
+        }
+    }
+    const auto accumulates = [](const sk::Segment& s) { return s.accumulate; };
+    if (!std::any_of(segments.begin(), segments.end(), accumulates)) return;
+    std::vector<std::pair<const char*, std::size_t>> outs;  // (start, segment), sorted
+    for (std::size_t i = 0; i < segments.size(); ++i) {
+        if (segments[i].n > 0) outs.emplace_back(static_cast<const char*>(segments[i].grad_w), i);
+    }
+    std::sort(outs.begin(), outs.end());
+    for (std::size_t k = 1; k < outs.size(); ++k) {
+        const sk::Segment& prev = segments[outs[k - 1].second];
+        const char* prev_end =
+            outs[k - 1].first + static_cast<std::size_t>(prev.n) * item_size(prev);
+        if (outs[k].first < prev_end) {
+            throw std::invalid_argument("out[" + std::to_string(outs[k].second) +
+                                        "] overlaps out[" + std::to_string(outs[k - 1].second) +
+                                        "]: accumulated gradients need memory of their own");
         }
     }
 }
@@ -121,9 +139,10 @@ std::optional<double> native_totals(const sk::Totals& totals,
     const double value = -lam * totals.sum_l + 0.0;  // + 0.0: never -0.0
     if (!std::isfinite(totals.check) || !std::isfinite(value)) return std::nullopt;
     const std::int64_t m = mix.m;
-    if (lam == 0.0) {
+    if (lam == 0.0) {  // accumulating segments added +0 (driver.hpp)
         for (const sk::Segment& seg : segments) {
-            std::fill_n(static_cast<char*>(seg.grad_w), seg.n * item_size(seg), 0);
+            if (!seg.accumulate)
+                std::fill_n(static_cast<char*>(seg.grad_w), seg.n * item_size(seg), 0);
         }
         for (int r = 0; r < 4; ++r) std::fill_n(rows[r], m, 0.0);
         return value;
@@ -220,14 +239,18 @@ bool kernel_dtype(const py::array& a, sk::DType& dt) {
 }
 
 // grads_out: None, or one writeable array per weight (same dtype, 1-D,
-// contiguous, same length) that receives grad_w instead of a fresh array.
+// contiguous, same length) that receives grad_w instead of a fresh array, or
+// with accumulate has it added (driver.hpp, Runner::block).
 // n_threads is a request: 0 OpenMP's default, -1 every core, k > 0 k threads.
 py::tuple penalty(const std::vector<py::array>& weights, const Params& mu, const Params& log_var,
                   const Params& logit, double lam, int n_threads, bool responsibilities,
-                  const py::object& grads_out) {
+                  const py::object& grads_out, bool accumulate) {
     const sk::MixtureF64 mix = mixture_of(mu, log_var, logit);
     const std::int64_t m = mix.m;
     std::vector<py::array> outs;
+    if (accumulate && grads_out.is_none()) {
+        throw std::invalid_argument("accumulate needs grads_out: the arrays to add into");
+    }
     if (!grads_out.is_none()) {
         outs = grads_out.cast<std::vector<py::array>>();
         if (outs.size() != weights.size()) {
@@ -263,7 +286,7 @@ py::tuple penalty(const std::vector<py::array>& weights, const Params& mu, const
             gamma_ptr = gamma.mutable_data();
             gammas.append(gamma);
         }
-        segments.push_back({dt, w.data(), grad.mutable_data(), gamma_ptr, n});
+        segments.push_back({dt, w.data(), grad.mutable_data(), gamma_ptr, n, accumulate});
         grads.append(grad);
     }
     if (!outs.empty()) check_no_overlap(segments);
@@ -308,18 +331,31 @@ py::object frozen_instance(PyTypeObject* type, PyObject* const* names, const py:
 // softshare.penalty for one ndarray: w native float32 or float64 and
 // C-contiguous, of any shape (else None: the caller takes the general path);
 // mu, log_var and logit float64, 1-D, contiguous (a Mixture's). The pass as
-// penalty's, with grad_w shaped like w and gamma (w.size, M); when the kernel
-// finishes the totals itself (native_totals), the result_type (PenaltyResult)
-// made here, else penalty's tuple for the caller to finish, with the flat
-// grad_w.
+// penalty's, with grad_w shaped like w (out itself when given: an ndarray of
+// w's dtype and shape, C-contiguous and writeable, else None; with accumulate
+// grad_w is added to it) and gamma (w.size, M); when the kernel finishes the
+// totals itself (native_totals), the result_type (PenaltyResult) made here,
+// else penalty's tuple for the caller to finish, with the flat grad_w.
 py::object penalty_array(const py::handle& w_in, const py::array& mu, const py::array& log_var,
                          const py::array& logit, double lam, int n_threads, bool responsibilities,
-                         const py::handle& result_type) {
+                         const py::handle& result_type, const py::handle& out, bool accumulate) {
     PyTypeObject* const result_class = plain_class(result_type);
-    if (!py::isinstance<py::array>(w_in)) return py::none();
+    if (accumulate && out.is_none()) {
+        throw std::invalid_argument("accumulate needs out: the array to add into");
+    }
+    if (!py::isinstance<py::array>(w_in) || !(out.is_none() || py::isinstance<py::array>(out))) {
+        return py::none();
+    }
     const auto w = py::reinterpret_borrow<py::array>(w_in);
     sk::DType dt = sk::DType::f64;
     if (!kernel_dtype(w, dt) || (w.flags() & py::array::c_style) == 0) return py::none();
+    if (!out.is_none()) {
+        const auto o = py::reinterpret_borrow<py::array>(out);
+        const bool fits = o.dtype().equal(w.dtype()) && o.ndim() == w.ndim() &&
+                          std::equal(w.shape(), w.shape() + w.ndim(), o.shape()) &&
+                          (o.flags() & py::array::c_style) != 0 && o.writeable();
+        if (!fits) return py::none();
+    }
     for (const py::array* p : {&mu, &log_var, &logit}) {
         sk::DType pdt = sk::DType::f32;
         if (!kernel_dtype(*p, pdt) || pdt != sk::DType::f64 || p->ndim() != 1 ||
@@ -333,7 +369,9 @@ py::object penalty_array(const py::handle& w_in, const py::array& mu, const py::
                              static_cast<const double*>(logit.data()), m);
     const auto n = static_cast<std::int64_t>(w.size());
     py::array grad =
-        gradient_array(w.dtype(), std::vector<py::ssize_t>(w.shape(), w.shape() + w.ndim()));
+        out.is_none()
+            ? gradient_array(w.dtype(), std::vector<py::ssize_t>(w.shape(), w.shape() + w.ndim()))
+            : py::reinterpret_borrow<py::array>(out);
     py::object gamma = py::none();
     void* gamma_ptr = nullptr;
     if (responsibilities) {
@@ -341,7 +379,9 @@ py::object penalty_array(const py::handle& w_in, const py::array& mu, const py::
         gamma_ptr = g.mutable_data();
         gamma = std::move(g);
     }
-    const std::vector<sk::Segment> segments{{dt, w.data(), grad.mutable_data(), gamma_ptr, n}};
+    const std::vector<sk::Segment> segments{
+        {dt, w.data(), grad.mutable_data(), gamma_ptr, n, accumulate}};
+    if (!out.is_none()) check_no_overlap(segments);
     const sk::Totals totals = run_totals(segments, mix, lam, n_threads);
     GradientRows rows(m);
     const auto value = native_totals(totals, segments, mix, lam, rows.data);
@@ -379,6 +419,9 @@ py::object penalty_array(const py::handle& w_in, const py::array& mu, const py::
 // buffers the caller keeps alive for the call. Python passes only addresses it
 // got from such tensors.
 //
+// accumulate: empty, or one flag per segment: whether its gradient is added
+// to what its gradient address holds (driver.hpp, Runner::block).
+//
 // Returns None, before any work, for a mixture python/softshare's Mixture
 // refuses (not finite, |log_var| > kMaxAbsLogVar): the caller raises its error.
 // Otherwise (value, sum_L, check, stats (3, M)): value is None when the caller
@@ -402,8 +445,12 @@ py::object penalty_raw(
     const std::vector<std::tuple<std::uintptr_t, std::uintptr_t, std::int64_t, bool>>& raw,
     const std::tuple<std::uintptr_t, std::uintptr_t, std::uintptr_t, std::int64_t, bool>& mixture,
     double lam, int n_threads,
-    const std::tuple<std::uintptr_t, std::uintptr_t, std::uintptr_t, bool>& out) {
+    const std::tuple<std::uintptr_t, std::uintptr_t, std::uintptr_t, bool>& out,
+    const std::vector<bool>& accumulate) {
     const auto [mu_at, log_var_at, logit_at, m, mix64] = mixture;
+    if (!accumulate.empty() && accumulate.size() != raw.size()) {
+        throw std::invalid_argument("penalty_raw: accumulate needs one flag per segment");
+    }
     const auto [g_mu_at, g_log_var_at, g_logit_at, out64] = out;
     if (m < 1 || mu_at == 0 || log_var_at == 0 || logit_at == 0 || g_mu_at == 0 ||
         g_log_var_at == 0 || g_logit_at == 0) {
@@ -425,8 +472,10 @@ py::object penalty_raw(
         if (n < 0 || (n > 0 && (w == 0 || g == 0))) {
             throw std::invalid_argument("penalty_raw: a segment needs two addresses and n >= 0");
         }
-        segments.push_back({is64 ? sk::DType::f64 : sk::DType::f32, reinterpret_cast<const void*>(w),
-                            reinterpret_cast<void*>(g), nullptr, n});
+        const bool add = !accumulate.empty() && accumulate[segments.size()];
+        segments.push_back({is64 ? sk::DType::f64 : sk::DType::f32,
+                            reinterpret_cast<const void*>(w), reinterpret_cast<void*>(g), nullptr,
+                            n, add});
     }
     check_no_overlap(segments);
     const sk::MixtureF64 mix(rows.data(), rows.data() + m, rows.data() + 2 * m, m);
@@ -498,24 +547,27 @@ PYBIND11_MODULE(_core, mod) {
     sk::install_fork_guard();
     mod.def("penalty", &penalty, py::arg("weights"), py::arg("mu"), py::arg("log_var"),
             py::arg("logit"), py::arg("lam"), py::arg("n_threads"), py::arg("responsibilities"),
-            py::arg("grads_out") = py::none(),
+            py::arg("grads_out") = py::none(), py::arg("accumulate") = false,
             "Fused pass: returns (sum_L, check, stats (3, M), grads, gammas or None, totals); "
-            "grad_w goes into grads_out's arrays when given; totals is (value, grad_mu, "
-            "grad_sigma, grad_log_var, grad_logit) or None when Python must finish. n_threads: "
+            "grad_w goes into grads_out's arrays when given (added to them with accumulate); "
+            "totals is (value, grad_mu, grad_sigma, grad_log_var, grad_logit) or None when "
+            "Python must finish. n_threads: "
             "0 OpenMP's default, -1 every core, k > 0 k threads (at most the cores and one per "
             "block_size weights).");
     mod.def("penalty_array", &penalty_array, py::arg("weights"), py::arg("mu"), py::arg("log_var"),
             py::arg("logit"), py::arg("lam"), py::arg("n_threads"), py::arg("responsibilities"),
-            py::arg("result_type"),
-            "penalty for one native float32/float64 C-contiguous ndarray of any shape (else "
-            "None): a result_type instance when the kernel finishes the totals, else penalty's "
-            "tuple (flat grad_w).");
+            py::arg("result_type"), py::arg("out") = py::none(), py::arg("accumulate") = false,
+            "penalty for one native float32/float64 C-contiguous ndarray of any shape and an out "
+            "of its dtype and shape, C-contiguous and writeable, or None (else None): a "
+            "result_type instance when the kernel finishes the totals, else penalty's tuple "
+            "(flat grad_w).");
     mod.def("penalty_raw", &penalty_raw, py::arg("segments"), py::arg("mixture"), py::arg("lam"),
-            py::arg("n_threads"), py::arg("out"),
+            py::arg("n_threads"), py::arg("out"), py::arg("accumulate") = std::vector<bool>(),
             "Fused pass over raw (weights address, grad address, n, float64?) segments and a "
             "raw mixture (mu, log_var, logit addresses, M, float64?): None for a mixture "
             "Mixture refuses, else (value or None, sum_L, check, stats (3, M)), the mixture "
-            "gradients written to out (three addresses, float64?) when value is not None.");
+            "gradients written to out (three addresses, float64?) when value is not None. "
+            "accumulate: empty, or per segment whether grad_w is added to its buffer.");
     mod.def("has_openmp", &sk::has_openmp, "Whether the kernel was built with OpenMP.");
     mod.def("default_threads", &sk::default_threads,
             "Threads OpenMP uses by default (OMP_NUM_THREADS), 1 without OpenMP.");

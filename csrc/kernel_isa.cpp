@@ -40,6 +40,15 @@ void log_array(const T* x, T* y, std::int64_t n) {
     map_array(x, y, n, T(1), [](Vec<T> v) { return log_ge1<T>(v); });
 }
 
+// y[i] = y[i] + x[i]: each lane's one rounded addition, the scalar one's bits.
+template <class T>
+void add_array(const T* x, T* y, std::int64_t n) {
+    constexpr int L = Simd<T>::kLanes;
+    std::int64_t i = 0;
+    for (; i + L <= n; i += L) store(y + i, load(y + i) + load(x + i));
+    for (; i < n; ++i) y[i] = y[i] + x[i];
+}
+
 KernelTable table() {
     return {SOFTSHARE_STR(SOFTSHARE_ISA_NS),
             &process_block<float>,
@@ -50,6 +59,8 @@ KernelTable table() {
             &exp2_array<double>,
             &log_array<float>,
             &log_array<double>,
+            &add_array<float>,
+            &add_array<double>,
             Simd<float>::kLanes,
             Simd<double>::kLanes};
 }

@@ -205,3 +205,29 @@ def training_matches_single(rank: int, world: int, port: int, mode: str) -> None
     for got, want in zip(runs[0], single):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
     _finish()
+
+
+def sharded_add_grad_matches_forward(rank: int, world: int, port: int) -> None:
+    """add_grad_ on DTensor shards (its autograd fallback) gives forward's gradients."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = _init(rank, world, port)
+    weights, mixture = _problem(torch.float32)
+    runs = []
+    for direct in (False, True):
+        shards = [distribute_tensor(w, mesh, [Shard(0)]).requires_grad_(True) for w in weights]
+        prior = sst.MixturePrior(*mixture)
+        loss = sum(s.square().sum() for s in shards)  # one gradient per shard
+        if direct:
+            loss.backward()
+            value = prior.add_grad_(shards, LAM)
+        else:
+            total = prior(shards, LAM)
+            (loss + total).backward()
+            value = total.item()
+        grads = [s.grad.full_tensor() for s in shards] + [p.grad for p in prior.parameters()]
+        runs.append((value, grads))
+    assert runs[0][0] == runs[1][0]
+    for k, (a, b) in enumerate(zip(runs[0][1], runs[1][1])):
+        assert torch.equal(a, b), (k, (a - b).abs().max().item(), a.dtype, b.dtype)
+    _finish()

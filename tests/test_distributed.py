@@ -44,6 +44,10 @@ def test_split_work_matches_one_process(world: int) -> None:
     _spawn(workers.split_work_matches_single, world)
 
 
+def test_add_grad_on_shards_matches_forward() -> None:
+    _spawn(workers.sharded_add_grad_matches_forward, 2)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fsdp", "ddp"])
 def test_training_matches_one_process(mode: str) -> None:

@@ -42,6 +42,7 @@
 #endif
 
 #include "softshare/grouping.hpp"
+#include "softshare/robust.hpp"
 #include "softshare/runtime.hpp"
 #include "softshare/types.hpp"
 
@@ -251,11 +252,16 @@ struct ThreadScratch {
     std::vector<double> w64, g64, gamma64, chunk_partial;
     // One block's partial sums (the one-thread pass).
     std::vector<double> partial;
+    // A block's grad_w before it is added to an accumulating segment's.
+    AlignedVector<float> add32;
+    AlignedVector<double> add64;
 
     std::size_t bytes() const {
         const std::size_t doubles = w64.capacity() + g64.capacity() + gamma64.capacity() +
-                                    chunk_partial.capacity() + partial.capacity();
-        return (ws32 ? ws32->bytes() : 0) + (ws64 ? ws64->bytes() : 0) + doubles * sizeof(double);
+                                    chunk_partial.capacity() + partial.capacity() +
+                                    add64.capacity();
+        return (ws32 ? ws32->bytes() : 0) + (ws64 ? ws64->bytes() : 0) + doubles * sizeof(double) +
+               add32.capacity() * sizeof(float);
     }
 };
 
@@ -285,73 +291,6 @@ struct TrimOnExit {
         if (ts.bytes() > kCachedScratchBytes) ts = ThreadScratch{};
     }
 };
-
-inline bool all_finite(const double* p, std::int64_t n) {
-    for (std::int64_t k = 0; k < n; ++k) {
-        if (!std::isfinite(p[k])) return false;
-    }
-    return true;
-}
-
-// The slow path of a block the SIMD kernels could not represent: scalar,
-// float64 throughout, l_ij in natural log (so it overflows only where l_ij
-// itself does), components with gamma_ij = 0 skipped (no 0 * inf), S1 and S2
-// summed in units of w - mu. Every output is its correctly rounded value, +-inf
-// for a gradient or a sum beyond the range of its type, never NaN, except for a
-// weight that is not finite (check NaN: python/softshare names it) or whose
-// log-density is not representable (sum L = -inf: "the penalty overflowed").
-template <class T>
-void robust_block(const ComponentsView<double>& comp, const T* w, T* grad_w, T* gamma,
-                  std::int64_t n, double lam, double* partial) {
-    const std::int64_t m = comp.m;
-    const double ln2 = 0.6931471805599453;
-    const double sqrt_ln2 = 0.8325546111576977;
-    const double inf = std::numeric_limits<double>::infinity();
-    const double nan = std::numeric_limits<double>::quiet_NaN();
-    std::fill(partial, partial + partial_size(m), 0.0);
-    double* s0 = partial + 2;
-    double* s1 = s0 + m;
-    double* s2 = s1 + m;
-    // l_j = c_j ln 2 - ((w - mu_j) / (sqrt(2) sigma_j))^2, -inf where it overflows.
-    const auto log_term = [&](double wi, std::int64_t j) {
-        const double q = (wi - comp.mu[j]) * (comp.r[j] * sqrt_ln2);
-        return comp.c[j] * ln2 - q * q;
-    };
-    for (std::int64_t i = 0; i < n; ++i) {
-        const double wi = static_cast<double>(w[i]);
-        T* row = gamma == nullptr ? nullptr : gamma + i * m;
-        double mx = -inf;
-        for (std::int64_t j = 0; j < m; ++j) mx = std::max(mx, log_term(wi, j));
-        if (!std::isfinite(wi) || !(mx > -inf)) {
-            partial[0] += std::isfinite(wi) ? -inf : nan;
-            partial[1] = nan;
-            grad_w[i] = static_cast<T>(nan);
-            if (row != nullptr) std::fill(row, row + m, static_cast<T>(nan));
-            continue;
-        }
-        double sum = 0.0;
-        for (std::int64_t j = 0; j < m; ++j) sum += std::exp(log_term(wi, j) - mx);
-        partial[0] += mx + std::log(sum);
-        // d(Omega)/dw = sum_j gamma_j (w - mu_j) / sigma_j^2 as sum_j (gamma_j z_j) a_j;
-        // where its terms overflow (to inf - inf = NaN, or to inf), again with a
-        // scaled by 2^-600, the sum scaled back after lam: inf only if it is.
-        double g = 0.0, g_scaled = 0.0;
-        for (std::int64_t j = 0; j < m; ++j) {
-            const double gam = std::exp(log_term(wi, j) - mx) / sum;
-            if (row != nullptr) row[j] = static_cast<T>(gam);
-            if (gam == 0.0) continue;
-            const double d = wi - comp.mu[j];  // finite: l_j > -inf
-            const double gz = gam * (d * comp.r[j]);
-            g += gz * comp.a[j];
-            g_scaled += gz * std::ldexp(comp.a[j], -600);
-            s0[j] += gam;
-            s1[j] += gam * d;
-            s2[j] += gam * d * d;
-        }
-        const double grad = std::isfinite(g) ? g * lam : std::ldexp(g_scaled * lam, 600);
-        grad_w[i] = static_cast<T>(grad);
-    }
-}
 
 struct Runner {
     const KernelTable& table;
@@ -411,24 +350,62 @@ struct Runner {
         if (any32 && !f32_fast) upcast_buffers(ts);
     }
 
+    // One block: its grad_w into the segment's outputs or, for a segment that
+    // accumulates, into the thread's block buffer first and then added to
+    // them. The block's fast pass may be computed again by a slow path (below)
+    // that overwrites what it wrote, so only the block's final grad_w may meet
+    // the caller's: out[i] + g_i with g_i exactly the value written without
+    // accumulate (+0 for lam = 0, as the bindings' native_totals writes it),
+    // added in the dtype. The buffer is L1-resident: the addition (table.add_*,
+    // the widest vectors) costs about a percent of the block's pass.
     void block(const Block& b, double* partial, ThreadScratch& ts) const {
         const Segment& seg = segments[static_cast<std::size_t>(b.segment)];
-        const std::int64_t psize = partial_size(m());
         if (seg.dtype == DType::f64) {
-            const double* w = static_cast<const double*>(seg.w) + b.begin;
-            double* g = static_cast<double*>(seg.grad_w) + b.begin;
-            double* gam = seg.gamma ? static_cast<double*>(seg.gamma) + b.begin * m() : nullptr;
-            const Scratch<double> scratch = ws64(ts).scratch();
-            if (!group64.active || !table.f64_grouped(group64.comp(), group64.view(), w, g, gam,
-                                                      b.n, lam, partial, scratch)) {
-                table.f64(comp64, w, g, gam, b.n, lam, partial, scratch);
-            }
-            if (!all_finite(partial, psize))
-                robust_block<double>(comp64, w, g, gam, b.n, lam, partial);
+            double* out = static_cast<double*>(seg.grad_w) + b.begin;
+            double* g = seg.accumulate ? block_buffer(ts.add64) : out;
+            block_f64(seg, b, g, partial, ts);
+            if (seg.accumulate) add_into(table.add_f64, out, g, b.n);
             return;
         }
+        float* out = static_cast<float*>(seg.grad_w) + b.begin;
+        float* g = seg.accumulate ? block_buffer(ts.add32) : out;
+        block_f32(seg, b, g, partial, ts);
+        if (seg.accumulate) add_into(table.add_f32, out, g, b.n);
+    }
+
+    template <class T>
+    static T* block_buffer(AlignedVector<T>& buf) {
+        if (buf.size() < static_cast<std::size_t>(kBlockSize)) {
+            buf.resize(static_cast<std::size_t>(kBlockSize));
+        }
+        return buf.data();
+    }
+
+    // out += g by the instruction set's vectors (add); for lam = 0, out += +0.
+    template <class T>
+    void add_into(ArrayFn<T> add, T* out, T* g, std::int64_t n) const {
+        if (lam == 0.0) std::fill(g, g + n, T(0));
+        add(g, out, n);
+    }
+
+    void block_f64(const Segment& seg, const Block& b, double* g, double* partial,
+                   ThreadScratch& ts) const {
+        const double* w = static_cast<const double*>(seg.w) + b.begin;
+        double* gam = seg.gamma ? static_cast<double*>(seg.gamma) + b.begin * m() : nullptr;
+        const Scratch<double> scratch = ws64(ts).scratch();
+        if (!group64.active || !table.f64_grouped(group64.comp(), group64.view(), w, g, gam, b.n,
+                                                  lam, partial, scratch)) {
+            table.f64(comp64, w, g, gam, b.n, lam, partial, scratch);
+        }
+        if (!all_finite(partial, partial_size(m()))) {
+            robust_block<double>(comp64, w, g, gam, b.n, lam, partial);
+        }
+    }
+
+    void block_f32(const Segment& seg, const Block& b, float* g, double* partial,
+                   ThreadScratch& ts) const {
+        const std::int64_t psize = partial_size(m());
         const float* w = static_cast<const float*>(seg.w) + b.begin;
-        float* g = static_cast<float*>(seg.grad_w) + b.begin;
         float* gam = seg.gamma ? static_cast<float*>(seg.gamma) + b.begin * m() : nullptr;
         if (f32_fast) {
             const Scratch<float> scratch = ws32(ts).scratch();
@@ -511,12 +488,14 @@ inline int pass_threads(int n_threads, std::int64_t n_blocks, std::int64_t n_tot
 // One fused pass over all segments, on pass_threads(n_threads, ...) threads.
 // Preconditions, checked by the callers (bindings.cpp; python/softshare for
 // finiteness): M >= 1, a finite mixture, lam finite and >= 0, and segments with
-// outputs of their length. A mixture whose float64 constants are not normal
-// numbers (|log_var| beyond about 708) raises std::domain_error.
+// outputs of their length, no output overlapping any weights or, where one
+// accumulates, any other output. A mixture whose float64 constants are not
+// normal numbers (|log_var| beyond about 708) raises std::domain_error.
 //
 // Memory: the scratch of the precisions the segments use, per thread, sized
 // for the instruction set in use (about M x 1,088 bytes per thread for float32 on
-// AVX-512, and some 50 KB more for the grouped kernel's sort); a pass on one
+// AVX-512, some 50 KB more for the grouped kernel's sort, and one block's
+// gradient, 16 or 32 KB, for accumulating segments); a pass on one
 // thread uses, and keeps, its thread's cached scratch (one_thread_scratch). An
 // allocation failure is a std::bad_alloc from this function: nothing may throw
 // out of the parallel region, so what a block throws (its thread's scratch,

@@ -123,6 +123,8 @@ struct KernelTable {
     ArrayFn<double> exp2_f64;
     ArrayFn<float> log_f32;
     ArrayFn<double> log_f64;
+    ArrayFn<float> add_f32;  // y[i] = y[i] + x[i] (an accumulating segment's block)
+    ArrayFn<double> add_f64;
     int lanes_f32;  // lanes of one SIMD vector of float32 / float64: scratch sizes
     int lanes_f64;
 };
@@ -137,6 +139,9 @@ struct Segment {
     void* grad_w;   // n outputs, same dtype
     void* gamma;    // n x M outputs, same dtype, or nullptr
     std::int64_t n;
+    // grad_w[i] = grad_w[i] + g_i (in the dtype, g_i rounded as written
+    // otherwise) instead of grad_w[i] = g_i: driver.hpp, Runner::block.
+    bool accumulate = false;
 };
 
 }  // namespace kernel

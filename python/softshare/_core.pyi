@@ -35,6 +35,7 @@ def penalty(
     n_threads: int,
     responsibilities: bool,
     grads_out: Sequence[NDArray[np.floating]] | None = None,
+    accumulate: bool = False,
 ) -> PassTuple: ...
 def penalty_array(
     weights: NDArray[Any],
@@ -45,6 +46,8 @@ def penalty_array(
     n_threads: int,
     responsibilities: bool,
     result_type: type[_R],
+    out: NDArray[Any] | None = None,
+    accumulate: bool = False,
 ) -> _R | PassTuple | None: ...
 def penalty_raw(
     segments: Sequence[tuple[int, int, int, bool]],
@@ -52,6 +55,7 @@ def penalty_raw(
     lam: float,
     n_threads: int,
     out: tuple[int, int, int, bool],
+    accumulate: Sequence[bool] = ...,
 ) -> tuple[float | None, float, float, NDArray[np.float64]] | None: ...
 def has_openmp() -> bool: ...
 def default_threads() -> int: ...

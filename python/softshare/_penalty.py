@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,7 +16,7 @@ from ._inputs import (
     as_weights,
     thread_request,
 )
-from ._result import PenaltyResult, PenaltyTotals, build_result, new_totals, totals_of
+from ._result import PenaltyResult, PenaltyTotals, build_result, checked_totals, new_totals
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -38,6 +37,7 @@ def penalty(
     responsibilities: bool = False,
     n_threads: int | None = None,
     out: NDArray[np.floating] | Sequence[NDArray[np.floating]] | None = None,
+    accumulate: bool = False,
 ) -> PenaltyResult:
     """Soft weight-sharing penalty ``lam * Omega(w)`` and all its gradients.
 
@@ -80,6 +80,17 @@ def penalty(
         ``out``, a ``grad_w`` of 1 MiB or more reuses the memory of the last
         such gradient whose array (and every view of it) is gone, never one
         still referenced.
+    accumulate : bool, default False
+        Add the gradient to ``out`` instead of writing it there, in the same
+        pass and without an N-sized temporary: ``out[i] = out[i] + g[i]`` in
+        ``out``'s dtype, ``g`` being exactly the ``grad_w`` written otherwise,
+        so that ``out`` ends as ``out_before + penalty(...).grad_w``, bit for
+        bit, on every path (SIMD targets, threads, float64 rescue). Needs
+        ``out``. Its values are not checked: a NaN or infinity in ``out``
+        gives what IEEE addition gives (NaN stays NaN, inf plus a finite
+        gradient stays inf). If the call raises (a non-finite weight, an
+        overflow), ``out`` may hold the gradient of some weights and not of
+        others.
 
     Returns
     -------
@@ -98,7 +109,8 @@ def penalty(
         If a weight is NaN or infinite (the message names the array and the
         first bad index), ``lam`` is negative or not finite, ``n_threads``
         is not None, -1 or a positive int, ``out`` does not match the weights'
-        shapes or overlaps them, or the penalty overflows ("the
+        shapes or overlaps them (or, with ``accumulate``, another ``out``),
+        ``accumulate`` is true without ``out``, or the penalty overflows ("the
         penalty overflowed": a weight so far from every component that its
         log-density is not representable in float64). No output is ever NaN;
         a gradient beyond the range of its dtype is +-inf (its rounding).
@@ -131,29 +143,40 @@ def penalty(
     mix = as_mixture(mixture)
     lam_f = as_lam(lam)
     threads = thread_request(n_threads)  # resolved by the kernel (as_n_threads' rules)
-    if out is None and type(weights) is np.ndarray:
+    add = bool(accumulate)
+    if add and out is None:
+        msg = "accumulate=True needs out=: the arrays to add the gradient to"
+        raise ValueError(msg)
+    if type(weights) is np.ndarray and (out is None or type(out) is np.ndarray):
         # One array, the common case: the kernel makes the result itself unless
-        # it declines the array (None: not float32/float64, native and
-        # C-contiguous) or flags something for Python to check (its tuple).
-        done = _core.penalty_array(
-            weights,
-            mix.mu,
-            mix.log_var,
-            mix.logit,
-            lam_f,
-            threads,
-            bool(responsibilities),
-            PenaltyResult,
-        )
+        # it declines the array or out (None: not float32/float64, native and
+        # C-contiguous; out not of its dtype and shape, C-contiguous and
+        # writeable) or flags something for Python to check (its tuple).
+        args = (weights, mix.mu, mix.log_var, mix.logit, lam_f, threads, bool(responsibilities))
+        if out is None:
+            done = _core.penalty_array(*args, PenaltyResult)
+        else:
+            done = _core.penalty_array(*args, PenaltyResult, out=out, accumulate=add)
         if isinstance(done, PenaltyResult):
             return done
         if done is not None:
             w = as_weights(weights)
-            totals, grads, gammas = _finish(done, w, mix, lam_f)
-            return build_result(totals, grads=grads, gammas=gammas, weights=w)
+            totals, grads, gammas = _finish(done, w, mix, lam_f, accumulate=add)
+            return build_result(totals, grads=grads, gammas=gammas, weights=w, out=out)
     w = as_weights(weights)
     flat_out = None if out is None else as_out(out, w)
-    totals, grads, gammas = _run(w, mix, lam_f, threads, bool(responsibilities), flat_out)
+    raw = _core.penalty(
+        w.flat,
+        mix.mu,
+        mix.log_var,
+        mix.logit,
+        lam_f,
+        threads,
+        bool(responsibilities),
+        flat_out,
+        add,
+    )
+    totals, grads, gammas = _finish(raw, w, mix, lam_f, accumulate=add)
     return build_result(totals, grads=grads, gammas=gammas, weights=w, out=out)
 
 
@@ -163,14 +186,17 @@ def penalty_raw(
     lam: float,
     n_threads: int,
     out: tuple[int, int, int, bool],
+    accumulate: Sequence[bool] = (),
 ) -> tuple[float | None, float, float, NDArray[np.float64]] | None:
     """The whole step for adapters whose tensors are not NumPy arrays (``softshare.torch``).
 
     ``segments`` are ``(weights address, grad_w address, n, float64?)``,
     ``mixture`` is ``(mu, log_var, logit addresses, M, float64?)`` and ``out``
     ``(grad_mu, grad_log_var, grad_logit addresses, float64?)``: live, contiguous buffers the caller
-    keeps alive; ``lam`` is valid. No Python runs between the kernel's start
-    and its return, so this may run on another thread.
+    keeps alive; ``lam`` is valid. ``accumulate``, empty or one flag per
+    segment, adds a segment's ``grad_w`` to its buffer (``penalty``'s
+    ``accumulate``). No Python runs between the kernel's start and its
+    return, so this may run on another thread.
 
     Returns None for a mixture :class:`~softshare.Mixture` refuses (the caller
     raises its error). Otherwise ``(value, sum_l, check, stats)``: ``grad_w``
@@ -180,111 +206,43 @@ def penalty_raw(
     caller finishes with :func:`totals_raw`, which raises the errors of
     :func:`penalty` (non-finite weights, overflow).
     """
-    return _core.penalty_raw(segments, mixture, lam, as_n_threads(n_threads, 1), out)
+    threads = as_n_threads(n_threads, 1)
+    if not accumulate:
+        return _core.penalty_raw(segments, mixture, lam, threads, out)
+    return _core.penalty_raw(segments, mixture, lam, threads, out, list(accumulate))
 
 
 def totals_raw(
     raw: tuple[float | None, float, float, NDArray[np.float64]],
     mixture: Mixture,
     lam: float,
-    views: Callable[[], tuple[Weights, list[NDArray[np.floating]]]],
+    views: Callable[[], tuple[Weights, Sequence[NDArray[np.floating] | None]]],
 ) -> PenaltyTotals:
     """Value and mixture gradients of :func:`penalty_raw`'s sums.
 
     The slow path, for a pass whose ``value`` came back None (and for tests):
-    ``views()`` gives NumPy views of the weights and gradients. Errors are
-    those of :func:`penalty`.
+    ``views()`` gives NumPy views of the weights and gradients (None for a
+    segment that accumulated). Errors are those of :func:`penalty`.
     """
     _, sum_l, check, stats = raw
     w, grads = views()
-    return _checked_totals(sum_l, check, stats, w, grads, mixture, lam)
-
-
-def _run(
-    w: Weights,
-    mix: Mixture,
-    lam: float,
-    threads: int,
-    responsibilities: bool,
-    flat_out: list[NDArray[np.floating]] | None,
-) -> tuple[PenaltyTotals, list[NDArray[np.floating]], list[NDArray[np.floating]] | None]:
-    """The fused pass and every check of its outputs: totals, flat grad_w, flat gamma.
-
-    ``threads`` is :func:`~softshare._inputs.thread_request`'s encoding.
-    """
-    raw = _core.penalty(
-        w.flat, mix.mu, mix.log_var, mix.logit, lam, threads, responsibilities, flat_out
-    )
-    return _finish(raw, w, mix, lam)
+    return checked_totals(sum_l, check, stats, w, grads, mixture, lam)
 
 
 def _finish(
-    raw: _core.PassTuple, w: Weights, mix: Mixture, lam: float
+    raw: _core.PassTuple, w: Weights, mix: Mixture, lam: float, *, accumulate: bool
 ) -> tuple[PenaltyTotals, list[NDArray[np.floating]], list[NDArray[np.floating]] | None]:
     """Totals, flat grad_w and flat gamma of the kernel's tuple (``_core.penalty``'s).
 
     The kernel finishes the value and mixture gradients itself when nothing
     needs checking (``native``; for ``lam = 0`` exact zeros, ``grad_w``
-    included); otherwise :func:`_checked_totals` does, with its errors.
+    included, or +0 added); otherwise :func:`~softshare._result.checked_totals`
+    does, with its errors.
     """
     sum_l, check, stats, grads, gammas, native = raw
     if native is None:
-        return _checked_totals(sum_l, check, stats, w, grads, mix, lam), grads, gammas
+        checked = [None] * len(grads) if accumulate else grads
+        return checked_totals(sum_l, check, stats, w, checked, mix, lam), grads, gammas
     value, grad_mu, g_sigma, grad_log_var, grad_logit = native
     totals = new_totals(value, grad_mu, g_sigma, grad_log_var, grad_logit, stats, w.n, sum_l)
     return totals, grads, gammas
-
-
-def _checked_totals(
-    sum_l: float,
-    check: float,
-    stats: NDArray[np.float64],
-    w: Weights,
-    grads: list[NDArray[np.floating]],
-    mix: Mixture,
-    lam: float,
-) -> PenaltyTotals:
-    """Totals of the pass's sums, after the checks of what the kernel flagged.
-
-    ``check`` is not finite when a weight, a ``grad_w`` or a sum is not.
-    """
-    if not math.isfinite(check):
-        w.raise_if_not_finite()
-    # Raises "the penalty overflowed" when the value is not finite.
-    totals = totals_of(float(sum_l), stats, w.n, mix, lam)
-    if lam == 0.0:  # no penalty: exact zeros (0 times an infinite sum is NaN)
-        for g in grads:
-            g.fill(0.0)
-    if not math.isfinite(check):  # the kernel flags a NaN in grad_w or the sums
-        _raise_if_nan(grads, stats, w, mix)
-    return totals
-
-
-def _raise_if_nan(
-    grads: list[NDArray[np.floating]],
-    stats: NDArray[np.float64],
-    weights: Weights,
-    mixture: Mixture,
-) -> None:
-    """Raise ``ValueError`` if ``grad_w`` or the component sums hold a NaN.
-
-    An output beyond the range of its dtype is +-inf, its correctly rounded
-    value; NaN is never an answer. The kernel makes none for finite weights
-    with a finite value; the sum S1 of a component can still be inf - inf when
-    terms beyond float64's range of both signs meet.
-    """
-    for grad, shape, name in zip(grads, weights.shapes, weights.names):
-        bad = np.flatnonzero(np.isnan(grad))
-        if bad.size:
-            index = tuple(int(i) for i in np.unravel_index(int(bad[0]), shape)) if shape else ()
-            msg = f"the penalty overflowed: its gradient for {name} at index {index} is NaN"
-            raise ValueError(msg)
-    bad = np.flatnonzero(np.isnan(stats))
-    if bad.size:
-        row, j = divmod(int(bad[0]), mixture.n_components)
-        msg = (
-            f"the penalty overflowed: the sum S{row} of component {j} (mu[{j}] = "
-            f"{mixture.mu[j]}, log_var[{j}] = {mixture.log_var[j]}) adds terms of both signs "
-            "beyond float64's range; rescale the weights and the mixture"
-        )
-        raise ValueError(msg)

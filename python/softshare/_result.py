@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ._inputs import Weights
     from ._mixture import Mixture
 
-__all__ = ["PenaltyResult", "PenaltyTotals", "from_partial_sums", "new_totals"]
+__all__ = ["PenaltyResult", "PenaltyTotals", "checked_totals", "from_partial_sums", "new_totals"]
 
 _T = TypeVar("_T")
 
@@ -229,3 +229,65 @@ def build_result(
         gamma=None if gammas is None else weights.unflatten_gamma(gammas),
         sum_log_density=totals.sum_log_density,
     )
+
+
+def checked_totals(
+    sum_l: float,
+    check: float,
+    stats: NDArray[np.float64],
+    w: Weights,
+    grads: Sequence[NDArray[np.floating] | None],
+    mix: Mixture,
+    lam: float,
+) -> PenaltyTotals:
+    """Totals of the pass's sums, after the checks of what the kernel flagged.
+
+    ``check`` is not finite when a weight, a ``grad_w`` or a sum is not.
+    ``grads`` holds each array's ``grad_w``, or None for one the kernel added
+    into the caller's values (``accumulate``): those are not zeroed for
+    ``lam = 0`` (the kernel added +0) nor searched for NaN (the caller's own
+    values may hold some; the kernel makes none for finite weights).
+    """
+    if not math.isfinite(check):
+        w.raise_if_not_finite()
+    # Raises "the penalty overflowed" when the value is not finite.
+    totals = totals_of(float(sum_l), stats, w.n, mix, lam)
+    if lam == 0.0:  # no penalty: exact zeros (0 times an infinite sum is NaN)
+        for g in grads:
+            if g is not None:
+                g.fill(0.0)
+    if not math.isfinite(check):  # the kernel flags a NaN in grad_w or the sums
+        _raise_if_nan(grads, stats, w, mix)
+    return totals
+
+
+def _raise_if_nan(
+    grads: Sequence[NDArray[np.floating] | None],
+    stats: NDArray[np.float64],
+    weights: Weights,
+    mixture: Mixture,
+) -> None:
+    """Raise ``ValueError`` if ``grad_w`` or the component sums hold a NaN.
+
+    An output beyond the range of its dtype is +-inf, its correctly rounded
+    value; NaN is never an answer. The kernel makes none for finite weights
+    with a finite value; the sum S1 of a component can still be inf - inf when
+    terms beyond float64's range of both signs meet.
+    """
+    for grad, shape, name in zip(grads, weights.shapes, weights.names):
+        if grad is None:
+            continue
+        bad = np.flatnonzero(np.isnan(grad))
+        if bad.size:
+            index = tuple(int(i) for i in np.unravel_index(int(bad[0]), shape)) if shape else ()
+            msg = f"the penalty overflowed: its gradient for {name} at index {index} is NaN"
+            raise ValueError(msg)
+    bad = np.flatnonzero(np.isnan(stats))
+    if bad.size:
+        row, j = divmod(int(bad[0]), mixture.n_components)
+        msg = (
+            f"the penalty overflowed: the sum S{row} of component {j} (mu[{j}] = "
+            f"{mixture.mu[j]}, log_var[{j}] = {mixture.log_var[j]}) adds terms of both signs "
+            "beyond float64's range; rescale the weights and the mixture"
+        )
+        raise ValueError(msg)

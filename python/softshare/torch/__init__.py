@@ -16,6 +16,9 @@ dtype) and saves the gradients, so backward only scales them. It has a fake
 implementation and an autograd formula registered with ``torch.library``, so
 ``torch.compile(fullgraph=True)`` traces through it without a graph break.
 
+``MixturePrior.add_grad_`` adds the same gradients straight into ``.grad``
+after ``loss.backward()``, without autograd (:mod:`softshare.torch._add_grad`).
+
 Modules: :mod:`softshare.torch._op` (the op and :func:`penalty`),
 :mod:`softshare.torch._fallback` (the pure-torch implementation) and
 :mod:`softshare.torch.prior` (:class:`MixturePrior`, with the compression

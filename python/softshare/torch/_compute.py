@@ -21,7 +21,9 @@ __all__ = [
     "Computed",
     "NativeCall",
     "as_numpy",
+    "common_dtype",
     "compute",
+    "dense",
     "mixture_of",
     "native_applies",
     "value_dtype",
@@ -63,14 +65,14 @@ def mixture_of(mu: Tensor, log_var: Tensor, logit: Tensor) -> Mixture:
     return Mixture._from_rows(stacked.to("cpu", torch.float64).numpy())
 
 
-def _dense(t: Tensor) -> Tensor:
+def dense(t: Tensor) -> Tensor:
     """``t`` itself if its memory holds its values in order, else such a copy."""
     if t.is_contiguous() and not t.is_neg():
         return t
     return t.detach().resolve_neg().contiguous()
 
 
-def _raw_mixture(
+def raw_mixture(
     mu: Tensor, log_var: Tensor, logit: Tensor
 ) -> tuple[tuple[Tensor, ...], tuple[int, int, int, int, bool]]:
     """Tensors holding the mixture in kernel order, and their raw description.
@@ -79,7 +81,7 @@ def _raw_mixture(
     kernel reads them in place), else one float64 copy of all three rows.
     """
     params = (mu, log_var, logit)
-    dtype = _common_dtype(params)
+    dtype = common_dtype(params)
     if not all(p.dtype == dtype and p.is_contiguous() and not p.is_neg() for p in params):
         rows = torch.stack([p.detach() for p in params]).to("cpu", torch.float64)
         params = (rows[0], rows[1], rows[2])
@@ -98,6 +100,12 @@ class NativeCall:
     tensors. No copy of contiguous weights or mixture parameters: the kernel
     gets the tensors' addresses (NumPy views would cost more than the pass on
     small layers), and this object keeps the tensors alive.
+
+    ``grads``, when given, are the tensors ``grad_w`` goes into (contiguous,
+    of the weights' shapes and dtypes), and ``accumulate`` flags those it is
+    added to rather than written into (``softshare.penalty``'s ``accumulate``);
+    ``prepared``, the weights as the kernel reads them (:func:`dense`) and the
+    raw segments of both, when the caller made them already.
     """
 
     def __init__(
@@ -108,19 +116,29 @@ class NativeCall:
         logit: Tensor,
         lam: float,
         n_threads: int | None = None,
+        *,
+        grads: Sequence[Tensor] | None = None,
+        accumulate: Sequence[bool] = (),
+        prepared: tuple[list[Tensor], list[tuple[int, int, int, bool]]] | None = None,
     ) -> None:
         self.weights = weights
         self.params = (mu, log_var, logit)
         self.lam = lam
-        self.dense = [_dense(w) for w in weights]
-        self.grads = [torch.empty(w.shape, dtype=w.dtype) for w in weights]
-        self.segments = [
-            (w.data_ptr(), g.data_ptr(), w.numel(), w.dtype == torch.float64)
-            for w, g in zip(self.dense, self.grads)
-        ]
-        self.mixture_tensors, self.mixture = _raw_mixture(mu, log_var, logit)
+        if grads is None:
+            grads = [torch.empty(w.shape, dtype=w.dtype) for w in weights]
+        self.grads = list(grads)
+        self.accumulate = list(accumulate)
+        if prepared is None:
+            self.dense = [dense(w) for w in weights]
+            self.segments = [
+                (w.data_ptr(), g.data_ptr(), w.numel(), w.dtype == torch.float64)
+                for w, g in zip(self.dense, self.grads)
+            ]
+        else:
+            self.dense, self.segments = prepared
+        self.mixture_tensors, self.mixture = raw_mixture(mu, log_var, logit)
         # the mixture gradients, in the parameters' dtype when they share one
-        out_dtype = _common_dtype(self.params)
+        out_dtype = common_dtype(self.params)
         self.out = [torch.empty(mu.shape, dtype=out_dtype) for _ in range(3)]
         # by default torch's own thread count: the setting the rest of the step runs on
         self.n_threads = torch.get_num_threads() if n_threads is None else n_threads
@@ -131,13 +149,17 @@ class NativeCall:
         """The kernel: ``grad_w`` into the gradient tensors, the rest into ``out``."""
         g_mu, g_lv, g_logit = self.out
         out = (g_mu.data_ptr(), g_lv.data_ptr(), g_logit.data_ptr(), g_mu.dtype == torch.float64)
-        self.raw = penalty_raw(self.segments, self.mixture, self.lam, self.n_threads, out)
+        self.raw = penalty_raw(
+            self.segments, self.mixture, self.lam, self.n_threads, out, self.accumulate
+        )
         self.ran = True
 
-    def _views(self) -> tuple[Weights, list[np.ndarray]]:
+    def _views(self) -> tuple[Weights, list[np.ndarray | None]]:
         flat = [as_numpy(w).reshape(-1) for w in self.dense]
         shapes = [tuple(w.shape) for w in self.weights]
-        return Weights(flat, shapes, True), [g.numpy().reshape(-1) for g in self.grads]
+        added = self.accumulate or [False] * len(self.grads)
+        grads = [None if a else as_numpy(g).reshape(-1) for g, a in zip(self.grads, added)]
+        return Weights(flat, shapes, True), grads
 
     def finish(self) -> Computed:
         """Value and gradients as tensors (errors as :func:`softshare.penalty`'s)."""
@@ -164,7 +186,7 @@ class NativeCall:
         return torch.tensor(totals.value, dtype=value_type), self.grads, g_mu, g_lv, g_logit
 
 
-def _common_dtype(params: Sequence[Tensor]) -> torch.dtype:
+def common_dtype(params: Sequence[Tensor]) -> torch.dtype:
     """The mixture parameters' one float32/float64 dtype, else float64."""
     dtype = params[0].dtype
     if dtype in _NATIVE_DTYPES and all(p.dtype == dtype for p in params):

@@ -4,10 +4,13 @@ The penalty at step t depends only on the weights and the mixture, which do
 not change between the start of the step and ``optimizer.step()``. So the
 fused pass can run on a background thread (the kernel releases the GIL)
 while the network's forward and backward pass run on the caller's thread,
-and its gradients are handed to autograd afterwards, by a backward pass of
-their own. The gradients are bit-identical to those of the plain form
-``(loss + penalty).backward()``: each ``.grad`` receives the same two terms,
-and a sum of two floating-point numbers does not depend on their order.
+and ``join()`` adds its gradients to ``.grad`` afterwards, as
+``MixturePrior.add_grad_`` does (``_hand_over.py``: no autograd for the
+weights; tensors that autograd must see, a tensor given twice, go through a
+backward pass of their own). The gradients are bit-identical to those of
+the plain form ``(loss + penalty).backward()``: each ``.grad`` receives the
+same two terms, and a sum of two floating-point numbers does not depend on
+their order.
 """
 
 from __future__ import annotations
@@ -23,13 +26,17 @@ from ._checks import checked_inputs
 from ._compute import NativeCall, native_applies
 from ._distributed import is_sharded
 from ._function import PenaltyFunction
+from ._hand_over import add_mixture_grads, hand_over, plain_grads
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from torch import Tensor
+    from torch import Tensor, nn
 
-__all__ = ["PendingPenalty", "overlap_threads", "start_penalty"]
+    from ._checks import TensorOrTensors
+    from .prior import MixturePrior
+
+__all__ = ["PendingPenalty", "overlap_threads", "start_penalty", "start_prior"]
 
 
 def overlap_threads(n_threads: int | None) -> int:
@@ -134,13 +141,17 @@ class PendingPenalty:
             )
             raise RuntimeError(msg)
         computed = self._call.finish()
+        value, grads, *mixture_grads = computed
+        if plain_grads(self._weights):  # straight into .grad
+            hand_over(self._weights, grads)
+            return add_mixture_grads(value, self._params, mixture_grads, self._extra)
         apply: Any = PenaltyFunction.apply  # untyped in torch's stubs
-        value: Tensor = apply(self._lam, computed, *self._params, *self._weights)
+        total: Tensor = apply(self._lam, computed, *self._params, *self._weights)
         if self._extra is not None:
-            value = value + self._extra()
-        if value.requires_grad:
-            torch.autograd.backward(value)
-        return value.detach()
+            total = total + self._extra()
+        if total.requires_grad:
+            torch.autograd.backward(total)
+        return total.detach()
 
 
 def start_penalty(
@@ -197,3 +208,28 @@ def start_penalty(
     """
     ws, lam_f = checked_inputs(weights, mu, log_var, logit, lam, "native")
     return PendingPenalty(ws, (mu, log_var, logit), lam_f, overlap_threads(n_threads))
+
+
+def start_prior(
+    prior: MixturePrior,
+    model_or_params: nn.Module | TensorOrTensors,
+    lam: float,
+    hyper_lam: float | None,
+    n_threads: int | None,
+) -> PendingPenalty:
+    """:meth:`MixturePrior.start` (see there): the prior's penalty, hyper-prior included."""
+    if prior.split_work:
+        msg = "start() does not support split_work: use forward()"
+        raise ValueError(msg)
+    params = prior.effective()
+    ws, lam_f = checked_inputs(prior.penalized_parameters(model_or_params), *params, lam, "native")
+    extra = None
+    if prior.hyperprior is not None:
+        weight = lam_f if hyper_lam is None else hyper_lam
+
+        def extra() -> Tensor:
+            return weight * prior.hyperprior_penalty()
+
+    return PendingPenalty(
+        ws, params, lam_f, overlap_threads(n_threads), extra, watch=list(prior.parameters())
+    )

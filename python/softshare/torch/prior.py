@@ -9,13 +9,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._formulas import beta_neg_log_density, gamma_neg_log_density
 from .._mixture import Mixture
 from ..compress._hyperprior import HyperPrior
-from ._checks import TensorOrTensors, checked_inputs
+from ._add_grad import add_grad
+from ._checks import TensorOrTensors
 from ._compute import mixture_of
+from ._hyper import hyperprior_value
 from ._op import penalty
-from ._overlap import PendingPenalty, overlap_threads
+from ._overlap import PendingPenalty, start_prior
 from ._recipe import RecipeSteps
 from ._select import selected
 
@@ -124,20 +125,7 @@ class MixturePrior(RecipeSteps, nn.Module):
         log-density up to an additive constant.
         """
         _, log_var, logit = self.effective()
-        hp = self.hyperprior
-        value = torch.zeros((), dtype=log_var.dtype, device=log_var.device)
-        if hp is None:
-            return value
-        shape, rate = (
-            torch.as_tensor(a, dtype=log_var.dtype, device=log_var.device)
-            for a in hp.shape_rate(log_var.shape[0])
-        )
-        terms = gamma_neg_log_density(shape, rate, log_var, torch.exp(-log_var))
-        value = value + torch.where(rate > 0, terms, torch.zeros_like(terms)).sum()
-        if hp.beta is not None:
-            log_p0 = torch.log_softmax(logit, dim=0)[0]
-            value = value + beta_neg_log_density(*hp.beta, log_p0, torch.log1p(-torch.exp(log_p0)))
-        return value
+        return hyperprior_value(self.hyperprior, log_var, logit)
 
     @staticmethod
     def _as_tensor(x: ArrayLike | Tensor) -> Tensor:
@@ -173,7 +161,7 @@ class MixturePrior(RecipeSteps, nn.Module):
         """``(name, tensor)`` of every tensor the prior applies to: a module's parameters
         (those ``penalize`` selects) except the prior's own, or the given tensors
         (named "0", "1", ...)."""
-        own = {id(p) for p in self.parameters()}
+        own = {id(p) for p in (self.parameters() if self._modules else self._parameters.values())}
         return selected(model_or_params, self.penalize, own)
 
     def penalized_parameters(self, model_or_params: nn.Module | TensorOrTensors) -> list[Tensor]:
@@ -214,6 +202,47 @@ class MixturePrior(RecipeSteps, nn.Module):
             value = value + (lam if hyper_lam is None else hyper_lam) * self.hyperprior_penalty()
         return value
 
+    def add_grad_(
+        self,
+        model_or_params: nn.Module | TensorOrTensors,
+        lam: float = 1.0,
+        *,
+        hyper_lam: float | None = None,
+        n_threads: int | None = None,
+    ) -> float:
+        """Add this prior's gradients into ``.grad`` without autograd; return the value.
+
+        ``loss.backward(); prior.add_grad_(model, lam)`` leaves every ``.grad``
+        (penalised parameters, ``mu``, ``log_var``, ``logit``) as
+        ``(loss + prior(model, lam)).backward()`` does: one native pass adds
+        ``lam * dOmega/dw`` into each (a ``.grad`` that is None becomes a new
+        tensor), under ``torch.no_grad()``. Bit for bit where the loss gives a
+        ``.grad`` one term (a ``.grad`` kept from before, or a weight the loss
+        uses twice, gets the penalty's term last: equal to rounding). Only CPU
+        float32/float64 tensors go to the kernel; others (devices, dtypes,
+        DTensor shards, non-leaf tensors, a tensor given twice) take the
+        autograd form and its backward. Tensor hooks miss the penalty's part.
+
+        Parameters
+        ----------
+        model_or_params, lam, hyper_lam
+            As for :meth:`forward`.
+        n_threads : int, optional
+            Threads of the pass (default: ``torch.get_num_threads()``).
+
+        Returns
+        -------
+        float
+            The value of :meth:`forward` (hyper-priors included).
+
+        Raises
+        ------
+        ValueError
+            As :meth:`forward` (for a non-finite weight the existing ``.grad``
+            may then hold part of the penalty's), and for ``split_work``.
+        """
+        return add_grad(self, model_or_params, lam, hyper_lam=hyper_lam, n_threads=n_threads)
+
     def start(
         self,
         model_or_params: nn.Module | TensorOrTensors,
@@ -237,28 +266,7 @@ class MixturePrior(RecipeSteps, nn.Module):
         >>> penalty_value = pending.join()  # doctest: +SKIP
         >>> optimizer.step()  # doctest: +SKIP
         """
-        if self.split_work:
-            msg = "start() does not support split_work: use forward()"
-            raise ValueError(msg)
-        params = self.effective()
-        ws, lam_f = checked_inputs(
-            self.penalized_parameters(model_or_params), *params, lam, "native"
-        )
-        extra = None
-        if self.hyperprior is not None:
-            weight = lam_f if hyper_lam is None else hyper_lam
-
-            def extra() -> Tensor:
-                return weight * self.hyperprior_penalty()
-
-        return PendingPenalty(
-            ws,
-            params,
-            lam_f,
-            overlap_threads(n_threads),
-            extra,
-            watch=list(self.parameters()),
-        )
+        return start_prior(self, model_or_params, lam, hyper_lam, n_threads)
 
     def parameter_groups(
         self,
