@@ -27,6 +27,16 @@ def simd(request: pytest.FixtureRequest) -> Iterator[str]:
         _core.set_simd_target(before)
 
 
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny networks: torch threads only cost there (and on a busy machine, a lot)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def random_mixture(rng: np.random.Generator, m: int, *, spread: float = 0.3) -> softshare.Mixture:
     """A mixture with means in [-spread, spread] and sigmas 1e-3 .. 0.3."""
     return softshare.Mixture(

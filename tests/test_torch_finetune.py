@@ -18,12 +18,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _task(seed: int = 0) -> tuple[Any, ...]:

@@ -21,13 +21,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """Tiny networks: threads only cost here (and on a busy machine, a lot)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class TinyNet(nn.Module):
