@@ -567,3 +567,15 @@ def test_float64_terms_below_the_smallest_subnormal() -> None:
     assert ref.stats[2][0] > 0.0
     assert native.stats[2][0] == ref.stats[2][0]
     assert_agrees(native, ref, w, mix, 1.0)
+
+
+@pytest.mark.usefixtures("simd")
+@pytest.mark.parametrize("lam", [2.0, 3.0, 0.7])
+def test_a_subnormal_float32_gradient_is_rounded_once(lam: float) -> None:
+    # lam * dOmega/dw = -7.4e-44 * lam/2: below float32's smallest normal number; unscaling
+    # before multiplying by lam rounded twice (one subnormal step off)
+    mix = softshare.Mixture(mu=[1.0], log_var=[100.0], logit=[0.0])
+    w = np.zeros(5, np.float32)
+    got = softshare.penalty(w, mix, lam).grad_w
+    want = softshare.reference.penalty(w.astype(np.float64), mix, lam).grad_w.astype(np.float32)
+    np.testing.assert_array_equal(got, want)

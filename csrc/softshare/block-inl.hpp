@@ -304,7 +304,10 @@ SOFTSHARE_INLINE void load_tile(const T* p, std::int64_t cnt, Vec<T> (&wt)[kUnro
     }
 }
 
-// g = g / kGammaScale * lam (the unscaling exact), and bad += (NaN iff some
+// g = g * lam / kGammaScale: one rounding where the result is subnormal too
+// (unscaling first rounded into the subnormal range and lam then doubled that
+// error: a float32 grad_w of -7.4e-44 came out one subnormal step off; where the
+// result is normal the two orders give the same bits), and bad += (NaN iff some
 // lane's g is NaN or inf, which a NaN or infinite weight always makes it, and
 // so does a g beyond T's range over the scale). Unmasked: a padded lane copies
 // a weight of its tile and is not finite only if that weight is not (and
@@ -313,7 +316,7 @@ SOFTSHARE_INLINE void load_tile(const T* p, std::int64_t cnt, Vec<T> (&wt)[kUnro
 template <class T>
 SOFTSHARE_INLINE void scale_and_check(Vec<T> (&g)[kUnroll], T lam, Vec<T>& bad) {
     for (int u = 0; u < kUnroll; ++u) {
-        g[u] = g[u] * kGammaUnscale<T> * lam;
+        g[u] = g[u] * lam * kGammaUnscale<T>;
         bad += g[u] - g[u];
     }
 }
