@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import softshare
 from softshare import compress
-from softshare.compress._passes import sparse_counts
+from softshare._native_recipe import sparse_counts
 
 
 def _mixture() -> softshare.Mixture:

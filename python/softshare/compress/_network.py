@@ -17,16 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._inputs import as_mixture
+from .._native_recipe import assign_arrays, dequantize, offset_sums
 from .._recipe_inputs import index_dtype
-from ._passes import (
-    assign_into,
-    codebook_dtype,
-    offset_sums,
-    raise_if_not_finite,
-    real_layers,
-    remap_into,
-    take_into,
-)
+from ._passes import codebook_dtype, raise_if_not_finite, real_layers, remap_into
 from ._storage import compression_report
 
 if TYPE_CHECKING:
@@ -101,7 +94,7 @@ class QuantizedNetwork:
         dtype = self.dtypes[name]
         if out is None:
             out = np.empty(idx.shape, dtype=dtype)
-        take_into(idx.reshape(-1), self.codebook.astype(dtype), out.reshape(-1))
+        dequantize(idx.reshape(-1), self.codebook.astype(dtype), out.reshape(-1))
         return out
 
     def layers(self) -> dict[str, NDArray[np.floating]]:
@@ -133,7 +126,7 @@ class QuantizedNetwork:
                 msg = f"layer {name!r} has shape {w.shape}, the network's {idx.shape}"
                 raise ValueError(msg)
             book = self.codebook.astype(self.dtypes[name])
-            shift += offset_sums(w.reshape(-1), idx.reshape(-1), book)
+            shift += offset_sums(w.reshape(-1), idx.reshape(-1), book)[0]
         if not np.all(np.isfinite(shift)):
             msg = "a weight is not finite: the optimizer step diverged"
             raise ValueError(msg)
@@ -251,7 +244,7 @@ def quantize_network(
     counts = np.zeros(m, dtype=np.int64)
     for name, arr in arrays.items():
         out = np.empty(arr.shape, dtype=wide)
-        got = assign_into(arr.reshape(-1), mix, out.reshape(-1), use_pi=use_pi)
+        got = assign_arrays([arr.reshape(-1)], mix, [out.reshape(-1)], use_pi=use_pi)
         if got is None:
             raise_if_not_finite(name, arr)
         counts += got if got is not None else 0

@@ -1,9 +1,9 @@
-"""The recipe's per-weight passes (assign, take, refit sums, sparse counts) over flat arrays.
+"""The recipe's preparation of layers for the native passes, and its small per-weight helpers.
 
-Each is one native pass (:mod:`softshare._native_recipe`) that allocates
-nothing of the weights' size beyond its output, never an N x M array;
-:mod:`softshare.compress._network` builds the quantized network from them and
-:mod:`softshare.torch` writes through them into tensors.
+Layers as flat float32/float64 memory (:func:`real_layers`), the codebook's
+dtype, component-to-codebook remapping and value counts; the passes
+themselves are :mod:`softshare._native_recipe`'s (one native pass each, never
+an N x M array), called by :mod:`softshare.compress._network`.
 """
 
 from __future__ import annotations
@@ -12,16 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._native_recipe import assign_arrays, dequantize
-from .._native_recipe import offset_sums as native_offset_sums
-from .._native_recipe import sparse_counts as native_sparse_counts
+from .._native_recipe import sparse_counts
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from numpy.typing import ArrayLike, NDArray
 
-    from .._mixture import Mixture
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -65,21 +62,6 @@ def raise_if_not_finite(name: str, arr: NDArray[np.floating]) -> None:
         raise ValueError(msg)
 
 
-def assign_into(
-    flat: NDArray[np.floating], mixture: Mixture, out: NDArray[Any], *, use_pi: bool
-) -> NDArray[np.int64] | None:
-    """Write each weight's most responsible component into ``out`` (the native pass, ties low).
-
-    Returns the counts per component, or None when a weight is not finite.
-    """
-    return assign_arrays([flat], mixture, [out], use_pi=use_pi)
-
-
-def take_into(indices: NDArray[Any], book: NDArray[np.floating], out: NDArray[Any]) -> None:
-    """``out[i] = book[indices[i]]`` for flat arrays, ``book`` in ``out``'s dtype (native)."""
-    dequantize(indices, book, out)
-
-
 def remap_into(indices: NDArray[Any], table: NDArray[Any], out: NDArray[Any]) -> None:
     """``out[i] = table[indices[i]]``: component indices to codebook indices, in place allowed."""
     for i0 in range(0, indices.size, 1 << 20):
@@ -91,24 +73,5 @@ def value_counts(indices: Iterable[NDArray[Any]], k: int) -> NDArray[np.int64]:
     counts = np.zeros(k, dtype=np.int64)
     for idx in indices:
         if idx.size:
-            counts += native_sparse_counts(idx.reshape(-1), k, 0, 16).values
+            counts += sparse_counts(idx.reshape(-1), k, 0, 16).values
     return counts
-
-
-def offset_sums(
-    flat: NDArray[np.floating], indices: NDArray[Any], book: NDArray[np.floating]
-) -> NDArray[np.float64]:
-    """Per codebook index, the float64 sum of ``w - book[index]`` (the difference in w's dtype)."""
-    return native_offset_sums(flat, indices, book)[0]
-
-
-def sparse_counts(
-    flat: NDArray[Any], k: int, zero_index: int, index_bits: int
-) -> tuple[NDArray[np.int64], int, NDArray[np.int64], NDArray[np.int64]]:
-    """Counts of one layer's values, its stored entries, and its sparse stream's gaps and symbols.
-
-    Han et al.'s relative-index stream (:func:`softshare.compress.sparse_entries`),
-    counted natively without listing it: ``(values, nonzero, gaps, symbols)``.
-    """
-    c = native_sparse_counts(flat, k, zero_index, index_bits)
-    return c.values, c.nonzero, c.gaps, c.symbols

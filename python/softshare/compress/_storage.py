@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._native_recipe import sparse_counts
 from ._codes import _entropy_bits, huffman_code_lengths
-from ._passes import sparse_counts
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -210,17 +210,17 @@ def _layer_cost(
     name: str, arr: NDArray[Any], kind: str, bits: int, k: int, zero_index: int
 ) -> LayerCost:
     """The cost of one layer's indices with a ``bits``-wide relative index."""
-    values, nonzero, gaps, symbols = sparse_counts(arr.reshape(-1), k, zero_index, bits)
-    gap_bits, gap_entropy = _bits(gaps)
-    sym_bits, sym_entropy = _bits(symbols)
-    n_entries = int(gaps.sum())
+    counts = sparse_counts(arr.reshape(-1), k, zero_index, bits)
+    gap_bits, gap_entropy = _bits(counts.gaps)
+    sym_bits, sym_entropy = _bits(counts.symbols)
+    n_entries = int(counts.gaps.sum())
     return LayerCost(
         name=name,
         kind=kind,
         n_weights=int(arr.size),
-        n_nonzero=int(nonzero),
+        n_nonzero=counts.nonzero,
         n_entries=n_entries,
-        n_distinct=int(np.count_nonzero(values)),
+        n_distinct=int(np.count_nonzero(counts.values)),
         bits_huffman=gap_bits + sym_bits,
         bits_entropy=gap_entropy + sym_entropy,
         bits_fixed=n_entries * (bits + max(1, math.ceil(math.log2(max(k, 2))))),

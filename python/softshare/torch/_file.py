@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..compress._format.model import ModelFile, read_model, write_model
-from ._quantized import QuantizedState, check_flag, is_native, with_exact
+from ._quantized import QuantizedState, check_flag, with_exact, write_layer
 from .prior import MixturePrior
 
 if TYPE_CHECKING:
@@ -214,12 +214,7 @@ def load_compressed(
         raise ValueError(msg)
     with torch.no_grad():
         for name in network.indices:
-            t = targets[name]
-            if is_native(t) and t.detach().numpy().dtype == network.dtypes[name]:  # in place
-                network.layer(name, out=t.detach().numpy())
-                torch.autograd.graph.increment_version(t)
-            else:
-                t.copy_(torch.from_numpy(network.layer(name)))
+            write_layer(targets[name], network, name)
         for name, arr in network.exact.items():
             targets[name].copy_(torch.from_numpy(np.array(arr, order="C")))  # 0-d stays 0-d
         if prior is not None and mixture is not None:

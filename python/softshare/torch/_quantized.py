@@ -32,6 +32,7 @@ __all__ = [
     "make_state",
     "numpy_weights",
     "with_exact",
+    "write_layer",
     "write_state",
 ]
 
@@ -234,12 +235,20 @@ def write_state(chosen: Mapping[str, Tensor], state: object, *, refit: bool) -> 
         state = dataclasses.replace(state, network=network)
     with torch.no_grad():
         for name, p in chosen.items():
-            if is_native(p):
-                state.network.layer(name, out=p.detach().numpy())
-                torch.autograd.graph.increment_version(p)
-            else:
-                p.copy_(torch.from_numpy(state.network.layer(name)))
+            write_layer(p, state.network, name)
     return state
+
+
+def write_layer(t: Tensor, network: QuantizedNetwork, name: str) -> None:
+    """Write one layer of ``network`` into ``t``: in place for a CPU tensor of its dtype, else by copy.
+
+    The in-place write goes through ``t``'s memory, so autograd is told (its version counter).
+    """
+    if is_native(t) and t.detach().numpy().dtype == network.dtypes[name]:
+        network.layer(name, out=t.detach().numpy())
+        torch.autograd.graph.increment_version(t)
+    else:
+        t.copy_(torch.from_numpy(network.layer(name)))
 
 
 def with_exact(
