@@ -68,6 +68,18 @@ def _exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--tau", "0"], "argument --tau: must be a finite number above 0, got '0'"),
         (["--tau", "nan"], "argument --tau: must be a finite number above 0, got 'nan'"),
         (["--tau", "inf"], "argument --tau: must be a finite number above 0, got 'inf'"),
+        (
+            ["--error-budget", "-0.1"],
+            "argument --error-budget: must be percentage points in [0, 100] or 'off', got '-0.1'",
+        ),
+        (
+            ["--error-budget", "nan"],
+            "argument --error-budget: must be percentage points in [0, 100] or 'off', got 'nan'",
+        ),
+        (
+            ["--error-budget", "none"],
+            "argument --error-budget: must be percentage points in [0, 100] or 'off', got 'none'",
+        ),
         (["--models"], "argument --models: expected at least one argument"),
         (["--models", "mlp", "mlp"], "argument --models: a model is named twice"),
         (["--models", "rnn"], "argument --models: invalid choice: 'rnn'"),
@@ -224,6 +236,23 @@ def test_the_default_models_follow_the_data(
     printed = capsys.readouterr().out
     assert "schedule per network, full: pretrain 1,080 + retrain 7,200 + fine-tune 1,080" in printed
     assert "on full MNIST: pretrain 17,200 + retrain 86,000 + fine-tune 8,600" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "budget", "tau"),
+    [
+        ([], 1e-3, 2e-3),
+        (["--error-budget", "0.25"], 2.5e-3, 2e-3),
+        (["--error-budget", "0"], 0.0, 2e-3),
+        (["--error-budget", "OFF", "--tau", "0.01"], None, 0.01),
+    ],
+)
+def test_the_error_budget_is_given_in_percentage_points_or_turned_off(
+    args: list[str], budget: float | None, tau: float
+) -> None:
+    cfg = cli._config(cli._parser().parse_args(args))
+    assert cfg.error_budget == (None if budget is None else pytest.approx(budget))
+    assert cfg.tau == tau
 
 
 def test_usage(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ from .schedule import Schedule, schedule_for
 if TYPE_CHECKING:
     from .. import compress
     from .._mixture import Mixture
-    from ..torch import MixturePrior, QuantizationChoice, QuantizedState
+    from ..torch import ErrorBudget, MixturePrior, QuantizationChoice, QuantizedState
     from .data import Data
     from .recipe import Config
 
@@ -86,10 +86,11 @@ class Trained:
 
 @dataclass
 class Retrained(Trained):
-    """After retraining with the prior: also the prior and its (step, mu, sigma) at each check."""
+    """After retraining with the prior: also the prior, its (step, mu, sigma) at each check, the budget."""
 
     prior: Any = None
     history: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    budget: ErrorBudget | None = None  # the search for the strength, where the recipe ran one
 
 
 @dataclass

@@ -51,6 +51,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _budget(text: str) -> float | str:
+    """An argparse ``type``: percentage points in [0, 100] as a fraction, or ``"off"``."""
+    if text.strip().lower() == "off":
+        return "off"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value <= 100):
+        msg = f"must be percentage points in [0, 100] or 'off', got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value / 100
+
+
 def _existing(text: str) -> str:
     """An argparse ``type``: a path that exists (its contents are checked when read)."""
     if not Path(text).exists():
@@ -129,7 +143,19 @@ def _parser() -> argparse.ArgumentParser:
         help="torch threads (default: 1 on the bundled digits, all cores on --data)",
     )
     parser.add_argument(
-        "--tau", type=_positive_float, default=None, help="strength of the prior (per example), > 0"
+        "--tau",
+        type=_positive_float,
+        default=None,
+        help="strength of the prior (per example), > 0: where the error-budget search starts, "
+        "or the strength itself with --error-budget off (default 2e-3)",
+    )
+    parser.add_argument(
+        "--error-budget",
+        type=_budget,
+        default=None,
+        metavar="PP",
+        help="validation error, in percentage points, the search for the strongest prior may "
+        "add to the pretrained network's (default 0.1, the paper's); off: keep --tau fixed",
     )
     parser.add_argument(
         "--retrain-epochs",
@@ -206,6 +232,8 @@ def _config(args: argparse.Namespace) -> Config:
     cfg = Config.quick() if args.quick else Config()
     if args.tau is not None:
         cfg.tau = args.tau
+    if args.error_budget is not None:
+        cfg.error_budget = None if args.error_budget == "off" else args.error_budget
     if args.retrain_epochs is not None:
         cfg.retrain_steps, cfg.retrain_epochs = 0, args.retrain_epochs
     return cfg

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .models import check_fits
 from .plots import _figures
 from .schedule import STAGES
 from .stages import (
+    Retrained,
     Setup,
     finetune_quantized,
     merge_and_quantize,
@@ -46,7 +47,15 @@ class Config:
     max_evals: int = 400
     batch_size: int = 64
     n_components: int = 17
-    tau: float = 2e-3  # lam = tau / n_train: the prior per training example
+    tau: float = (
+        2e-3  # lam = tau / n_train: the prior per training example (where the search starts)
+    )
+    error_budget: float | None = (
+        1e-3  # validation error allowed above pretraining's; None: tau fixed
+    )
+    budget_grow: float = 1.25  # factor tau changes by at each validation check of the search
+    budget_warmup: float = 0.1  # share of retraining before tau first changes
+    budget_settle: float = 0.5  # share of retraining before checkpoints compete (the widths settle)
     lr: float = 2e-3
     lr_mu: float = 5e-4
     lr_log_var: float = 1e-2
@@ -83,6 +92,9 @@ class RunResult:
     file written (``file_bytes``); ``compression_ratio_entropy`` the report's
     entropy bound, ``compression_ratio_huffman`` and ``compression_ratio_fixed``
     its Huffman and fixed-width figures for Han et al.'s format.
+    ``tau_chosen`` is the strength of the checkpoint kept (``cfg.tau`` without
+    a budget), ``budget_history`` the search's checks
+    (:class:`softshare.torch.BudgetCheck` as dicts, with the step).
     """
 
     name: str
@@ -103,6 +115,9 @@ class RunResult:
     n_train: int = 0
     steps: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    error_budget: float | None = None
+    tau_chosen: float = math.nan
+    budget_history: list[dict[str, Any]] = field(default_factory=list)
     table: str = field(repr=False, default="")
 
 
@@ -218,4 +233,23 @@ def run_network(
         steps={stage: getattr(sched, stage) for stage in STAGES},
         stage_seconds=seconds,
         table=report.to_markdown(),
+        error_budget=cfg.error_budget,
+        tau_chosen=_tau_chosen(retrained, cfg, sched.n_train),
+        budget_history=_budget_history(retrained, s.sched.every(sched.retrain), sched.retrain),
     )
+
+
+def _tau_chosen(retrained: Retrained, cfg: Config, n_train: int) -> float:
+    """The strength (per example, as ``cfg.tau``) of the retrained checkpoint kept."""
+    best = retrained.budget.best if retrained.budget is not None else None
+    return cfg.tau if retrained.budget is None else (best.lam * n_train if best else math.nan)
+
+
+def _budget_history(retrained: Retrained, every: int, total: int) -> list[dict[str, Any]]:
+    """The search's checks as dicts, each with its retraining step (none without a budget)."""
+    if retrained.budget is None:
+        return []
+    return [
+        {"step": min((i + 1) * every, total), **asdict(c), "kept": c is retrained.budget.best}
+        for i, c in enumerate(retrained.budget.history)
+    ]

@@ -89,11 +89,16 @@ def retrain_with_prior(s: Setup) -> Retrained:
     n_train = len(s.y_tr)
     lam = cfg.tau / n_train  # the complexity cost per example, as the cross-entropy is a mean
     history = []
-    chooser = sst.Chooser(lambda: _error(model, s.x_va, s.y_va))
+    val_error = lambda: _error(model, s.x_va, s.y_va)
+    budget = None
+    if cfg.error_budget is not None:  # continuation: tau raised while validation allows
+        budget = sst.ErrorBudget(val_error, lam, budget=cfg.error_budget, grow=cfg.budget_grow)
+    chooser = sst.Chooser(val_error)
     bar, every = s.bar("retrain ", total), s.sched.every(total)
     model.train()
     for step, idx in _steps(n_train, cfg.batch_size, s.gen, total, s.device):
         opt.zero_grad()
+        lam = budget.lam if budget is not None else lam
         loss = F.cross_entropy(model(s.x_tr[idx]), s.y_tr[idx]) + prior(model, lam)
         loss.backward()
         opt.step()
@@ -106,11 +111,24 @@ def retrain_with_prior(s: Setup) -> Retrained:
             continue
         mix = prior.mixture()
         history.append((step + 1, mix.mu.copy(), mix.sigma.copy()))
+        if budget is not None:
+            done = budget.check(
+                model,
+                prior,
+                adapt=step + 1 > cfg.budget_warmup * total,
+                keep=step + 1 > cfg.budget_settle * total,
+            )
+            status = f"tau {done.lam * n_train:.3g} val err {100 * done.error:.2f} %"
+            bar.update(step, f"{status} {done.file_bytes} B")
+            continue
         if step + 1 > total // 2:  # choose among settled mixtures
             chooser.keep_if_best(model, prior, quantized=True)
         bar.update(step, f"components {mix.n_components}")
-    chooser.restore_best(model, prior)
-    return Retrained(s.params(), _error(model, s.x_te, s.y_te), prior, history)
+    if budget is not None:
+        budget.restore_best(model, prior)
+    else:
+        chooser.restore_best(model, prior)
+    return Retrained(s.params(), _error(model, s.x_te, s.y_te), prior, history, budget)
 
 
 def merge_and_quantize(s: Setup, retrained: Retrained) -> Quantized:
@@ -133,6 +151,7 @@ def merge_and_quantize(s: Setup, retrained: Retrained) -> Quantized:
         thresholds=(0.0, 0.25, 1.0, 4.0),
         min_responsibilities=s.cfg.prune_below,
         tolerance=s.cfg.merge_tolerance,
+        max_error=retrained.budget.limit if retrained.budget is not None else None,
         mixture=False,
     )
     return Quantized(prior.mixture(), choice.merge, choice.use_pi, choice, prior)

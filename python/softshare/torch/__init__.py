@@ -27,11 +27,14 @@ recipe's steps from :mod:`softshare.torch._recipe`: ``merge_``, ``quantize_``,
 :mod:`softshare.torch._finetune` (:class:`FineTuner`: quantized fine-tuning with
 straight-through shadow weights) and :mod:`softshare.torch._choose`
 (:class:`Chooser`: checkpoints, merge settings and the assignment rule chosen
-with the user's validation function).
+with the user's validation function) and :mod:`softshare.torch._budget`
+(:class:`ErrorBudget`: the prior's strength raised during retraining while the
+quantized network stays within a validation error budget).
 """
 
 from __future__ import annotations
 
+from ._budget import BudgetCheck, ErrorBudget
 from ._choose import Chooser, QuantizationChoice
 from ._file import load_compressed, save_compressed
 from ._finetune import FineTuner
@@ -42,7 +45,9 @@ from .prior import MixturePrior
 
 __all__ = [
     "BACKENDS",
+    "BudgetCheck",
     "Chooser",
+    "ErrorBudget",
     "FineTuner",
     "MixturePrior",
     "PendingPenalty",

@@ -210,6 +210,7 @@ class Chooser:
         min_responsibilities: Iterable[float] = (0.5,),
         use_pi: Iterable[bool] = (True, False),
         tolerance: float = 0.0,
+        max_error: float | None = None,
         mixture: bool = True,
     ) -> QuantizationChoice:
         """Choose how to merge and assign on validation data; merge ``prior`` in place accordingly.
@@ -218,8 +219,9 @@ class Chooser:
         rule) is a merged copy of the prior and the module's weights quantized
         by it; each is scored with ``error()`` and sized by the file
         :func:`save_compressed` writes. Of the candidates within ``tolerance``
-        of the lowest error, the one whose file is smallest wins (then the
-        lower error, then the first tried). ``prior`` is then merged with its
+        of the lowest error (or, given ``max_error``, of those whose error is
+        at most ``max_error`` where any is), the one whose file is smallest
+        wins (then the lower error, then the first tried). ``prior`` is then merged with its
         settings (:meth:`MixturePrior.merge_`); the module keeps its float
         weights: write the chosen state with :class:`FineTuner` or
         ``prior.requantize_(model, choice.state, refit=False)``.
@@ -238,6 +240,10 @@ class Chooser:
             Assignment rules to try: MAP, likelihood alone.
         tolerance : float, default 0.0
             Validation error given up for a smaller file.
+        max_error : float, optional
+            An absolute bound instead (e.g. :attr:`ErrorBudget.limit`): every
+            candidate within it competes on file size; where none is, the
+            ``tolerance`` rule decides.
         mixture : bool, default True
             Size the files with the prior's mixture stored (as
             :func:`save_compressed`'s option).
@@ -250,7 +256,7 @@ class Chooser:
         ------
         ValueError
             If a list of candidates is empty, ``tolerance`` is negative or not
-            finite, or a setting is refused by :meth:`MixturePrior.merge_`.
+            finite, ``max_error`` is nan, or a setting is refused by :meth:`MixturePrior.merge_`.
         TypeError
             If ``model`` is not an nn.Module or a rule is not a bool.
         """
@@ -268,6 +274,9 @@ class Chooser:
         if not (math.isfinite(tolerance) and tolerance >= 0):
             msg = f"tolerance must be finite and >= 0, got {tolerance!r}"
             raise ValueError(msg)
+        if max_error is not None and math.isnan(max_error):
+            msg = "max_error must be a number or None, got nan"
+            raise ValueError(msg)
         check_flag("mixture", mixture)
         tried: list[tuple[float, float, bool, float, int]] = []
         with tempfile.TemporaryDirectory() as tmp:
@@ -281,6 +290,8 @@ class Chooser:
                     size = _file_bytes(path, model, trial, state, mixture=mixture)
                     tried.append((threshold, bound, rule, err, size))
         low = min(c[3] for c in tried) + tolerance
+        if max_error is not None and any(c[3] <= max_error for c in tried):
+            low = max_error
         best = min((c for c in tried if c[3] <= low), key=lambda c: (c[4], c[3]))
         threshold, bound, rule, err, size = best
         report = prior.merge_(model, threshold=threshold, min_responsibility=bound)
