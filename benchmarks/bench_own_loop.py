@@ -12,11 +12,12 @@ prior strength (``lam = 2e-3 / n_train``):
 
 * own loop: what the README's "recipe from your own PyTorch loop" writes:
   ``MixturePrior.from_weights(model)`` with every default, the prior's
-  penalty, ``bound_widths_(step / steps)`` after each step, the best
-  quantized epoch of retraining's second half kept
-  (``Chooser.keep_if_best``), ``Chooser.choose_quantization_`` (defaults),
-  ``FineTuner`` (defaults) keeping the best epoch, ``save_compressed`` (the
-  mixture stored, as by default);
+  penalty at the strength ``ErrorBudget`` searches for (its default budget,
+  0.1 pp, from the demo's tau; a check each epoch, retraining's second half
+  competing), ``bound_widths_(step / steps)`` after each step,
+  ``Chooser.choose_quantization_(max_error=budget.limit)``, ``FineTuner``
+  (defaults) keeping the best epoch, ``save_compressed`` (the mixture
+  stored, as by default);
 * demo: ``softshare.demo.run_network("mlp", ...)``.
 
 Prints, per seed and as means, the ratio from the real ``.sws`` file bytes
@@ -78,17 +79,19 @@ def own_loop(data: demo.Data, seed: int, path: Path) -> None:
         lr_mu=CFG.lr_mu, lr_log_var=CFG.lr_log_var, lr_logit=CFG.lr_logit
     )
     opt = torch.optim.Adam([{"params": model.parameters()}, *groups], lr=CFG.lr)
-    lam = CFG.tau / len(y)
-    keep = sst.Chooser(error)  # the epoch that quantizes best, from the second half
+    budget = sst.ErrorBudget(error, lam=CFG.tau / len(y))  # the strength searched for (0.1 pp)
+    epochs = CFG.retrain_steps // 18
     for step, (xb, yb) in enumerate(batches(CFG.retrain_steps)):
         opt.zero_grad()
-        (F.cross_entropy(model(xb), yb) + prior(model, lam)).backward()
+        (F.cross_entropy(model(xb), yb) + prior(model, budget.lam)).backward()
         opt.step()
         prior.bound_widths_(step / CFG.retrain_steps)  # no component swallows the weights
-        if (step + 1) % 18 == 0 and step >= CFG.retrain_steps // 2:
-            keep.keep_if_best(model, prior, quantized=True)
-    keep.restore_best(model, prior)
-    choice = sst.Chooser(error).choose_quantization_(model, prior)  # 3.-4. merge, quantize
+        if (step + 1) % 18 == 0:
+            budget.check(model, prior, keep=(step + 1) // 18 > epochs // 2)
+    budget.restore_best(model, prior)
+    choice = sst.Chooser(error).choose_quantization_(  # 3.-4. merge, quantize
+        model, prior, max_error=budget.limit
+    )
     tuner = sst.FineTuner(model, prior, choice.state)  # 5. fine-tune, keep the best epoch
     chooser = sst.Chooser(error)
     for _ in range(CFG.finetune_steps // 18):  # epochs of 18 batches

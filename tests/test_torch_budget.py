@@ -33,10 +33,15 @@ def _net(seed: int = 0) -> tuple[Any, Any, Any, Any, Any]:
     return model, sst.MixturePrior.from_weights(model, 5), x, y, (xv, yv)
 
 
-def _scripted(floats: list[float]) -> Any:
-    """An error function: the next of ``floats`` for each check's float score, then 0.6 for MAP
-    assignment and 0.5 for likelihood alone (which wins: its file sizes follow the weights)."""
-    calls: Iterator[float] = iter(v for f in floats for v in (f, 0.6, 0.5))
+def _scripted(bounded: list[float], *, quantized: bool = False) -> Any:
+    """An error function: for each check the next of ``bounded`` for the float weights, then
+    ``+ 0.1`` and ``+ 0.05`` for MAP and likelihood assignment (likelihood wins: its file sizes
+    follow the weights); with ``quantized``, 0.5 for the float weights and the next of
+    ``bounded`` for the likelihood assignment."""
+    if quantized:
+        calls: Iterator[float] = iter(v for q in bounded for v in (0.5, q + 0.1, q))
+    else:
+        calls = iter(v for f in bounded for v in (f, f + 0.1, f + 0.05))
     return lambda: next(calls)
 
 
@@ -105,12 +110,23 @@ def test_the_budget_bounds_the_moving_average_of_the_error() -> None:
     assert all(c.within for c in budget.history)  # 0.20 alone would be outside
 
 
+@pytest.mark.parametrize("quantized", [False, True])
+def test_the_budget_bounds_the_float_or_the_quantized_error(quantized: bool) -> None:
+    model, prior, *_ = _net(8)
+    script = _scripted([0.10, 0.30], quantized=quantized)
+    budget = sst.ErrorBudget(script, 1e-3, baseline=0.1, budget=0.0, smooth=1, quantized=quantized)
+    first, second = budget.check(model, prior), budget.check(model, prior)
+    assert (first.within, second.within) == (True, False)
+    assert first.trend == (first.quantized_error if quantized else first.error) == 0.10
+    assert second.quantized_error == pytest.approx(0.30 if quantized else 0.35)
+
+
 def test_the_baseline_is_measured_when_not_given() -> None:
     model, prior, *_ = _net(4)
     budget = sst.ErrorBudget(lambda: 0.25, 1e-3, budget=0.01)
     assert (budget.baseline, budget.limit) == (0.25, pytest.approx(0.26))
     check = budget.check(model, prior)
-    assert check.error == check.quantized_error == 0.25
+    assert check.error == check.quantized_error == check.trend == 0.25
     assert check.within
 
 
@@ -128,6 +144,7 @@ def test_the_baseline_is_measured_when_not_given() -> None:
         ({"min_lam": -1.0}, ValueError, "min_lam must be finite and above 0"),
         ({"baseline": float("nan")}, ValueError, "baseline must be finite"),
         ({"mixture": 1}, TypeError, "mixture"),
+        ({"quantized": "yes"}, TypeError, "quantized"),
     ],
 )
 def test_bad_settings_are_refused_by_name(kwargs: dict[str, Any], error: type, words: str) -> None:
@@ -157,7 +174,8 @@ def test_choose_quantization_takes_the_smallest_file_within_max_error() -> None:
         chooser.choose_quantization_(model, prior, max_error=float("nan"))
 
 
-def test_a_training_loop_finds_a_stronger_prior_within_the_budget() -> None:
+@pytest.mark.parametrize("quantized", [False, True])
+def test_a_training_loop_finds_a_stronger_prior_within_the_budget(quantized: bool) -> None:
     """The documented own-loop use: retrain with ``budget.lam``, check each epoch, restore."""
     model, prior, x, y, (xv, yv) = _net(6)
 
@@ -165,7 +183,7 @@ def test_a_training_loop_finds_a_stronger_prior_within_the_budget() -> None:
         with torch.no_grad():
             return float((model(xv).argmax(1) != yv).float().mean())
 
-    budget = sst.ErrorBudget(error, lam=1e-4, budget=0.05)
+    budget = sst.ErrorBudget(error, lam=1e-4, budget=0.08, smooth=0.5, quantized=quantized)
     opt = torch.optim.Adam([{"params": model.parameters()}, *prior.parameter_groups(1e-3)], lr=3e-3)
     epochs = 16
     for epoch in range(epochs):
@@ -174,13 +192,23 @@ def test_a_training_loop_finds_a_stronger_prior_within_the_budget() -> None:
             (F.cross_entropy(model(xb), yb) + prior(model, budget.lam)).backward()
             opt.step()
             prior.bound_widths_(epoch / epochs)
-        budget.check(model, prior, keep=epoch >= epochs // 4)
+        budget.check(model, prior, keep=epoch >= epochs // 2)
     best = budget.best
     assert best is not None
     assert best.within
-    assert best.error <= budget.limit
+    assert best.trend <= budget.limit
     assert max(c.lam for c in budget.history) > 1e-4  # it raised the strength
     assert budget.restore_best(model, prior) is best
     assert error() == best.error
     choice = sst.Chooser(error).choose_quantization_(model, prior, max_error=budget.limit)
     assert choice.file_bytes > 0
+
+
+def test_the_search_says_what_it_kept() -> None:
+    model, prior, *_ = _net(7)
+    budget = sst.ErrorBudget(_scripted([0.3, 0.1]), 1e-3, budget=0.0, baseline=0.1, smooth=1)
+    budget.check(model, prior)
+    assert str(budget).startswith("no kept check within the limit 0.1000 (baseline 0.1000")
+    budget.check(model, prior)
+    assert str(budget).startswith("lam 0.001: validation error 0.1000, quantized 0.1500")
+    assert str(budget).endswith("bytes (2 checks)")

@@ -23,8 +23,14 @@ def _figures(
     retrained: list[Any],
     mix: Mixture,
     history: list[Any],
+    budget: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Write the three PNG figures of one run to ``out`` (nothing without matplotlib)."""
+    """Write the PNG figures of one run to ``out`` (nothing without matplotlib).
+
+    The weight histogram with the mixture, the weights' movement, the
+    mixture's history, and (given the error-budget search's checks, as
+    ``RunResult.budget_history``) the search's validation curve.
+    """
     try:
         import matplotlib
 
@@ -70,4 +76,34 @@ def _figures(
     ax.set_ylabel("component mean ± 2 sigma")
     fig.tight_layout()
     fig.savefig(out / f"{kind}_seed{seed}_mixture.png", dpi=110)
+    plt.close(fig)
+    if budget:
+        _budget_figure(plt, out / f"{kind}_seed{seed}_budget.png", kind, budget)
+
+
+def _budget_figure(plt: Any, path: Path, kind: str, checks: list[dict[str, Any]]) -> None:
+    """The error-budget search: validation errors against the limit, the strength and the file."""
+    steps = np.array([c["step"] for c in checks])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 5.5), sharex=True)
+    for key, label in (("error", "float weights"), ("trend", "moving average (bounded)")):
+        top.plot(steps, [100 * c[key] for c in checks], lw=1, label=label)
+    top.plot(steps, [100 * c["quantized_error"] for c in checks], lw=1, label="quantized")
+    top.axhline(100 * checks[0]["limit"], color="tab:red", lw=0.8, label="limit: baseline + budget")
+    kept = [c for c in checks if c["kept"]]
+    if kept:
+        top.axvline(kept[0]["step"], color="k", lw=0.8, ls="--", label="checkpoint kept")
+    low = min(100 * c["error"] for c in checks)
+    top.set_ylim(max(0.0, low - 0.5), low + 3.0)
+    top.set_ylabel("validation error (%)")
+    top.set_title(f"{kind}: the error-budget search for the prior's strength")
+    top.legend(fontsize=7)
+    bottom.semilogy(steps, [c["lam"] for c in checks], color="tab:purple", lw=1, label="λ")
+    bottom.set_ylabel("λ (per weight)")
+    bottom.set_xlabel("retraining step")
+    right = bottom.twinx()
+    right.plot(steps, [c["file_bytes"] / 1000 for c in checks], color="tab:orange", lw=1)
+    right.set_ylabel("file (kB, quantized now)", color="tab:orange")
+    bottom.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)

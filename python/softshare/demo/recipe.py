@@ -54,6 +54,9 @@ class Config:
         1e-3  # validation error allowed above pretraining's; None: tau fixed
     )
     budget_grow: float = 1.25  # factor tau changes by at each validation check of the search
+    budget_quantized: bool = (
+        False  # the budget bounds the quantized network's error, not the float's
+    )
     budget_warmup: float = 0.1  # share of retraining before tau first changes
     budget_settle: float = 0.5  # share of retraining before checkpoints compete (the widths settle)
     lr: float = 2e-3
@@ -94,7 +97,8 @@ class RunResult:
     its Huffman and fixed-width figures for Han et al.'s format.
     ``tau_chosen`` is the strength of the checkpoint kept (``cfg.tau`` without
     a budget), ``budget_history`` the search's checks
-    (:class:`softshare.torch.BudgetCheck` as dicts, with the step).
+    (:class:`softshare.torch.BudgetCheck` as dicts, with the step, the
+    limit and whether it is the checkpoint kept).
     """
 
     name: str
@@ -202,6 +206,8 @@ def run_network(
     finetuned = finetune_quantized(s, quantized)
     lap("finetune")
     report = report_and_export(s, finetuned, out / f"{kind}_seed{seed}.sws")
+    sched = s.sched
+    checks = _budget_history(retrained, sched.every(sched.retrain), sched.retrain)
     if plots:
         _figures(
             kind,
@@ -211,8 +217,8 @@ def run_network(
             retrained.weights,
             quantized.mixture,
             retrained.history,
+            checks,
         )
-    sched = s.sched
     return RunResult(
         name=kind,
         seed=seed,
@@ -235,7 +241,7 @@ def run_network(
         table=report.to_markdown(),
         error_budget=cfg.error_budget,
         tau_chosen=_tau_chosen(retrained, cfg, sched.n_train),
-        budget_history=_budget_history(retrained, s.sched.every(sched.retrain), sched.retrain),
+        budget_history=checks,
     )
 
 
@@ -250,6 +256,11 @@ def _budget_history(retrained: Retrained, every: int, total: int) -> list[dict[s
     if retrained.budget is None:
         return []
     return [
-        {"step": min((i + 1) * every, total), **asdict(c), "kept": c is retrained.budget.best}
+        {
+            "step": min((i + 1) * every, total),
+            **asdict(c),
+            "kept": c is retrained.budget.best,
+            "limit": retrained.budget.limit,
+        }
         for i, c in enumerate(retrained.budget.history)
     ]

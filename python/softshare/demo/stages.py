@@ -92,7 +92,13 @@ def retrain_with_prior(s: Setup) -> Retrained:
     val_error = lambda: _error(model, s.x_va, s.y_va)
     budget = None
     if cfg.error_budget is not None:  # continuation: tau raised while validation allows
-        budget = sst.ErrorBudget(val_error, lam, budget=cfg.error_budget, grow=cfg.budget_grow)
+        budget = sst.ErrorBudget(
+            val_error,
+            lam,
+            budget=cfg.error_budget,
+            grow=cfg.budget_grow,
+            quantized=cfg.budget_quantized,
+        )
     chooser = sst.Chooser(val_error)
     bar, every = s.bar("retrain ", total), s.sched.every(total)
     model.train()

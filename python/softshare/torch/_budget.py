@@ -1,8 +1,8 @@
 """The prior's strength chosen for an error budget during retraining: :class:`ErrorBudget` (continuation on λ).
 
 Instead of a fixed λ, retraining starts at a weak one and raises it at every
-validation check whose quantized network stays within the budget (lowers it at
-one that does not), keeping the checkpoint whose compressed file is smallest
+validation check whose network stays within the budget (lowers it at one that
+does not, never below the start), keeping the checkpoint whose compressed file is smallest
 among those within the budget: one retraining, not a sweep of them.
 """
 
@@ -36,14 +36,15 @@ class BudgetCheck:
     lam : float
         The strength the network was trained with up to this check.
     error : float
-        Validation error of the network (its float weights).
-    trend : float
-        Its moving average over the checks so far (:attr:`ErrorBudget.smooth`):
-        what the budget bounds, so that one image more or less does not move λ.
+        Validation error of the network as it is (its float weights).
     quantized_error : float
         Validation error with the weights quantized by the prior, the lower
-        of MAP assignment and likelihood alone (fine-tuning after
-        quantization usually wins most of the difference back).
+        of MAP assignment and likelihood alone.
+    trend : float
+        The moving average over the checks so far (:attr:`ErrorBudget.smooth`)
+        of ``error``, or of ``quantized_error`` where the budget bounds the
+        quantized network: what the budget bounds, so that one image more or
+        less does not move λ.
     file_bytes : int
         Bytes of the compressed file of that quantized network.
     use_pi : bool
@@ -54,8 +55,8 @@ class BudgetCheck:
 
     lam: float
     error: float
-    trend: float
     quantized_error: float
+    trend: float
     file_bytes: int
     use_pi: bool
     within: bool
@@ -78,21 +79,21 @@ class ErrorBudget:
     """Raise the prior's strength λ while the network stays within a validation error budget.
 
     Call :meth:`check` at each validation check of retraining and train with
-    :attr:`lam`: a check whose validation error is at most :attr:`limit`
-    (``baseline + budget``; the error averaged over recent checks)
-    multiplies λ by ``grow``, one above it divides λ
-    by ``grow`` (down to ``min_lam``). Each check also quantizes the weights by the prior and sizes
-    the compressed file; of the checkpoints within the budget, the one whose
+    :attr:`lam`. Each check scores the network, quantizes its weights by the
+    prior (MAP and likelihood assignment: the lower validation error counts),
+    sizes the compressed file and puts the float weights back. A check whose
+    error (of the float network, or of the quantized one with
+    ``quantized=True``), averaged over recent checks, is at most
+    :attr:`limit` (``baseline + budget``) multiplies λ by ``grow``; one above
+    it divides λ by ``grow``, down to ``min_lam``. Of the checkpoints within the budget, the one whose
     file is smallest is kept (ties: the later one) and :meth:`restore_best`
     loads it back. So the strongest prior the budget allows is found in one
     retraining, at the cost of three validation passes and two small files
     per check.
 
-    The budget bounds the float network's error, which moves steadily with λ;
-    the quantized network's error (:attr:`BudgetCheck.quantized_error`) is
-    recorded beside it but jumps while the weights gather around the
-    components, and quantized fine-tuning (:class:`FineTuner`) wins most of
-    it back. Merge and quantize afterwards with
+    While the weights first gather around the components the file sizes mean
+    little and the errors move whatever λ: let those checks adapt λ but not
+    compete (``check(..., keep=False)``); λ never falls below its start. Merge and quantize afterwards with
     ``Chooser.choose_quantization_(..., max_error=budget.limit)``.
 
     Parameters
@@ -116,6 +117,12 @@ class ErrorBudget:
     smooth : float, default 0.3
         Weight of the newest check in the moving average of the validation
         error that the budget bounds (1: no averaging).
+    quantized : bool, default False
+        Bound the quantized network's validation error instead of the float
+        network's. The float error moves steadily with λ and quantized
+        fine-tuning (:class:`FineTuner`) usually wins back what quantizing
+        loses; the quantized error is the stricter bound, but it is high
+        whatever λ while the weights gather around the components.
     mixture : bool, default False
         Size the files with the prior's mixture stored (as
         :func:`save_compressed`'s option).
@@ -161,6 +168,7 @@ class ErrorBudget:
         grow: float = 1.25,
         smooth: float = 0.3,
         min_lam: float | None = None,
+        quantized: bool = False,
         mixture: bool = False,
     ) -> None:
         self._chooser = Chooser(error)
@@ -172,7 +180,9 @@ class ErrorBudget:
             msg = f"smooth must be in (0, 1], got {smooth!r}"
             raise ValueError(msg)
         self.budget = _number("budget", budget, low=0.0)
+        check_flag("quantized", quantized)
         check_flag("mixture", mixture)
+        self.quantized = quantized
         self.mixture = mixture
         base = self._chooser._score() if baseline is None else baseline
         self.baseline = _number("baseline", base, low=-math.inf)
@@ -206,9 +216,7 @@ class ErrorBudget:
         BudgetCheck
             The check, also appended to :attr:`history`.
         """
-        err = self._chooser._score()  # the float network: what the strength acts on
-        last = self.history[-1].trend if self.history else err
-        trend = self.smooth * err + (1.0 - self.smooth) * last
+        err = self._chooser._score()  # the float network, for the record
         scored = []
         with tempfile.TemporaryDirectory() as tmp:
             for use_pi in (True, False):
@@ -218,22 +226,39 @@ class ErrorBudget:
                 size = _file_bytes(path, model, prior, state, mixture=self.mixture)
                 scored.append((q_err, size, use_pi))
         q_err, size, use_pi = min(scored)
-        done = BudgetCheck(self.lam, err, trend, q_err, size, use_pi, trend <= self.limit)
+        bounded = q_err if self.quantized else err
+        last = self.history[-1].trend if self.history else bounded
+        trend = self.smooth * bounded + (1.0 - self.smooth) * last
+        done = BudgetCheck(self.lam, err, q_err, trend, size, use_pi, trend <= self.limit)
         self.history.append(done)
         if keep and done.within and (self.best is None or size <= self.best.file_bytes):
             self.best, self._kept = done, (_copies(model), _copies(prior))
-        if keep and self.best is None and (self._closest is None or err <= self._closest[0]):
-            self._closest = (err, _copies(model), _copies(prior))
+        if keep and self.best is None and (self._closest is None or bounded <= self._closest[0]):
+            self._closest = (bounded, _copies(model), _copies(prior))
         if adapt:
             self.lam = self.lam * self.grow if done.within else self.lam / self.grow
             self.lam = max(self.lam, self.min_lam)
         return done
 
+    def __str__(self) -> str:
+        checks = f"{len(self.history)} checks"
+        if self.best is None:
+            return (
+                f"no kept check within the limit {self.limit:.4f} (baseline {self.baseline:.4f} + "
+                f"budget {self.budget:.4f}; {checks}): the lowest error is kept"
+            )
+        b = self.best
+        return (
+            f"lam {b.lam:.4g}: validation error {b.error:.4f}, quantized {b.quantized_error:.4f} "
+            f"(bounded average {b.trend:.4f}) within the limit {self.limit:.4f}, "
+            f"{b.file_bytes} bytes ({checks})"
+        )
+
     def restore_best(self, model: nn.Module, prior: MixturePrior) -> BudgetCheck | None:
         """Load the smallest checkpoint within the budget into ``model`` and ``prior``.
 
-        Where no check was within the budget, the one of lowest error is
-        loaded instead and None is returned; with no check at all nothing
+        Where no check was within the budget, the one of lowest bounded error
+        (``trend``'s quantity) is loaded instead and None is returned; with no check at all nothing
         changes.
         """
         kept = self._kept or (self._closest[1:] if self._closest else None)
