@@ -90,15 +90,21 @@ def test_import_graph_points_one_way(importer: str, imported: str) -> None:
     assert not offenders, f"{importer} must not import {imported}: {offenders}"
 
 
-def test_top_level_package_never_imports_torch() -> None:
-    """Nothing ``import softshare`` loads imports torch, statically or at run time."""
-    reach, todo = set(), ["softshare"]
+def _reached_from(start: str) -> set[str]:
+    """The package's modules that importing ``start`` loads (statically)."""
+    reach, todo = set(), [start]
     while todo:
         module = todo.pop()
         if module in reach:
             continue
         reach.add(module)
         todo.extend(t for t in GRAPH.get(module, ()) if t in GRAPH and t != module)
+    return reach
+
+
+def test_top_level_package_never_imports_torch() -> None:
+    """Nothing ``import softshare`` loads imports torch, statically or at run time."""
+    reach = _reached_from("softshare")
     bad = sorted(m for m in reach if _within(m, "softshare.torch") or "torch" in GRAPH[m])
     assert not bad, f"import softshare reaches torch through {bad}"
     code = "import sys, softshare; assert 'torch' not in sys.modules, 'torch was imported'"
@@ -116,13 +122,7 @@ def test_compress_never_imports_torch_at_run_time() -> None:
 
 def test_top_level_package_never_imports_jax() -> None:
     """Nothing ``import softshare`` loads imports jax, statically or at run time."""
-    reach, todo = set(), ["softshare"]
-    while todo:
-        module = todo.pop()
-        if module in reach:
-            continue
-        reach.add(module)
-        todo.extend(t for t in GRAPH.get(module, ()) if t in GRAPH and t != module)
+    reach = _reached_from("softshare")
     bad = sorted(
         m for m in reach if _within(m, "softshare.jax") or any(_within(t, "jax") for t in GRAPH[m])
     )

@@ -28,6 +28,9 @@ __all__ = ["TARGET", "default_float", "penalty_flat"]
 #: The name the handler is registered under (platform "cpu").
 TARGET = "softshare_penalty"
 
+if not hasattr(jax, "ffi"):  # pragma: no cover - jax before 0.4.38
+    msg = f"softshare.jax needs jax >= 0.6.0 (pip install softshare[jax]), found {jax.__version__}"
+    raise ImportError(msg)
 jax.ffi.register_ffi_target(TARGET, _core.jax_penalty_handler(), platform="cpu")
 
 
