@@ -25,12 +25,14 @@
 
 #include "softshare/dispatch.hpp"
 #include "softshare/driver.hpp"
-#include "softshare/gradients.hpp"
+#include "softshare/finish.hpp"
 #include "softshare/runtime.hpp"
 #include "softshare/types.hpp"
 
 namespace py = pybind11;
 namespace sk = softshare::kernel;
+using sk::item_size;
+using sk::native_totals;
 
 namespace {
 
@@ -56,10 +58,6 @@ std::int64_t mixture_size(const py::array& mu, const py::array& log_var, const p
         throw std::invalid_argument("mu, log_var and logit must have the same length");
     }
     return m;
-}
-
-std::size_t item_size(const sk::Segment& seg) {
-    return seg.dtype == sk::DType::f32 ? sizeof(float) : sizeof(double);
 }
 
 // The kernel reads the weights while it writes the gradients: no gradient
@@ -125,33 +123,6 @@ py::array_t<double> stats_array(const sk::Totals& totals, std::int64_t m) {
     py::array_t<double> stats({static_cast<py::ssize_t>(3), static_cast<py::ssize_t>(m)});
     std::copy(totals.stats.begin(), totals.stats.end(), stats.mutable_data());
     return stats;
-}
-
-// The value, and the mixture gradients written to rows[0..3] (grad_mu,
-// grad_log_var, grad_logit, grad_sigma, M each; gradients.hpp), when the pass
-// needs none of the caller's checks: every weight and output finite, a finite
-// value. For lam = 0 every output is exactly 0, grad_w included (0 times an
-// infinite sum would be NaN). Otherwise nothing, and nothing written: the
-// caller finishes in Python, with softshare.penalty's errors.
-std::optional<double> native_totals(const sk::Totals& totals,
-                                    const std::vector<sk::Segment>& segments,
-                                    const sk::MixtureF64& mix, double lam, double* const rows[4]) {
-    const double value = -lam * totals.sum_l + 0.0;  // + 0.0: never -0.0
-    if (!std::isfinite(totals.check) || !std::isfinite(value)) return std::nullopt;
-    const std::int64_t m = mix.m;
-    if (lam == 0.0) {  // accumulating segments added +0 (driver.hpp)
-        for (const sk::Segment& seg : segments) {
-            if (!seg.accumulate)
-                std::fill_n(static_cast<char*>(seg.grad_w), seg.n * item_size(seg), 0);
-        }
-        for (int r = 0; r < 4; ++r) std::fill_n(rows[r], m, 0.0);
-        return value;
-    }
-    std::int64_t n_total = 0;
-    for (const sk::Segment& seg : segments) n_total += seg.n;
-    sk::mixture_gradients(mix.log_var, mix.logit, m, mix.top, mix.log_sum, totals.stats.data(),
-                          n_total, lam, rows[0], rows[1], rows[2], rows[3]);
-    return value;
 }
 
 // grad_w's memory, when it is large. A fresh large array costs the system's
@@ -540,6 +511,8 @@ py::tuple grouping(const Params& mu, const Params& log_var, const Params& logit,
 void register_recipe(py::module_& mod);
 // The compressed model file's entropy coder (bind_codec.cpp).
 void register_codec(py::module_& mod);
+// The XLA FFI handler's capsule for softshare.jax (bind_jax.cpp).
+void register_jax(py::module_& mod);
 
 PYBIND11_MODULE(_core, mod) {
     mod.doc() = "softshare's compiled kernel (private: use the softshare package).";
@@ -587,4 +560,5 @@ PYBIND11_MODULE(_core, mod) {
 
     register_codec(mod);
     register_recipe(mod);
+    register_jax(mod);
 }

@@ -212,3 +212,15 @@ def assert_fields_close(
         sc = gw_scale[offset : offset + a.size].reshape(a.shape) + floor
         assert_close(a, ref_g, rtol, scale=sc, what="grad_w")
         offset += a.size
+
+
+@pytest.fixture(params=[False, True], ids=["x64-off", "x64-on"])
+def jax_x64(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Run the test with JAX's 64-bit types off (float32 at most), then on."""
+    jax = pytest.importorskip("jax")
+    before = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", request.param)
+    try:
+        yield bool(request.param)
+    finally:
+        jax.config.update("jax_enable_x64", before)

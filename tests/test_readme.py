@@ -25,7 +25,7 @@ def test_readme_example_runs(index: int, tmp_path: Path, monkeypatch: pytest.Mon
     if code.startswith("# torchrun"):
         _run_with_torchrun(code, tmp_path)
         return
-    for module in ("torch", "sklearn", "matplotlib"):
+    for module in ("torch", "sklearn", "matplotlib", "jax"):
         if re.search(rf"^\s*(import|from) {module}\b", code, flags=re.MULTILINE) and (
             importlib.util.find_spec(module) is None
         ):

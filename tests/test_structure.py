@@ -53,6 +53,7 @@ def test_sources_found() -> None:
     assert "softshare.torch.prior" in GRAPH
     assert "softshare.compress" in GRAPH
     assert "softshare.demo.recipe" in GRAPH
+    assert "softshare.jax._ffi" in GRAPH
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -70,6 +71,10 @@ def test_module_is_short_and_states_its_job(path: Path) -> None:
         ("softshare.compress", "softshare.torch"),  # the recipe is framework-free
         ("softshare.torch", "softshare.demo"),
         ("softshare.compress", "softshare.demo"),
+        ("softshare.compress", "softshare.jax"),  # the recipe is framework-free
+        ("softshare.jax", "softshare.torch"),  # the adapters are independent of each other
+        ("softshare.torch", "softshare.jax"),
+        ("softshare.jax", "softshare.demo"),
     ],
 )
 def test_import_graph_points_one_way(importer: str, imported: str) -> None:
@@ -85,15 +90,21 @@ def test_import_graph_points_one_way(importer: str, imported: str) -> None:
     assert not offenders, f"{importer} must not import {imported}: {offenders}"
 
 
-def test_top_level_package_never_imports_torch() -> None:
-    """Nothing ``import softshare`` loads imports torch, statically or at run time."""
-    reach, todo = set(), ["softshare"]
+def _reached_from(start: str) -> set[str]:
+    """The package's modules that importing ``start`` loads (statically)."""
+    reach, todo = set(), [start]
     while todo:
         module = todo.pop()
         if module in reach:
             continue
         reach.add(module)
         todo.extend(t for t in GRAPH.get(module, ()) if t in GRAPH and t != module)
+    return reach
+
+
+def test_top_level_package_never_imports_torch() -> None:
+    """Nothing ``import softshare`` loads imports torch, statically or at run time."""
+    reach = _reached_from("softshare")
     bad = sorted(m for m in reach if _within(m, "softshare.torch") or "torch" in GRAPH[m])
     assert not bad, f"import softshare reaches torch through {bad}"
     code = "import sys, softshare; assert 'torch' not in sys.modules, 'torch was imported'"
@@ -105,5 +116,20 @@ def test_compress_never_imports_torch_at_run_time() -> None:
         "import sys, softshare.compress; "
         "bad = [m for m in sys.modules if m == 'torch' or m.startswith('softshare.torch')]; "
         "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_top_level_package_never_imports_jax() -> None:
+    """Nothing ``import softshare`` loads imports jax, statically or at run time."""
+    reach = _reached_from("softshare")
+    bad = sorted(
+        m for m in reach if _within(m, "softshare.jax") or any(_within(t, "jax") for t in GRAPH[m])
+    )
+    assert not bad, f"import softshare reaches jax through {bad}"
+    code = (
+        "import sys, softshare, softshare.compress; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib') "
+        "or m.startswith('softshare.jax')]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
