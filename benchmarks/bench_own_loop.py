@@ -12,9 +12,9 @@ prior strength (``lam = 2e-3 / n_train``):
 
 * own loop: what the README's "recipe from your own PyTorch loop" writes:
   ``MixturePrior.from_weights(model)`` with every default, the prior's
-  penalty at the strength ``ErrorBudget`` searches for (its default budget,
-  0.1 pp, from the demo's tau; a check each epoch, retraining's second half
-  competing), ``bound_widths_(step / steps)`` after each step,
+  penalty at the strength ``ErrorBudget(quantized=True)`` searches for (its
+  default budget, 0.1 pp, from the demo's tau; a check each epoch, adapting
+  and competing in retraining's second half), ``bound_widths_(step / steps)`` after each step,
   ``Chooser.choose_quantization_(max_error=budget.limit)``, ``FineTuner``
   (defaults) keeping the best epoch, ``save_compressed`` (the mixture
   stored, as by default);
@@ -79,7 +79,7 @@ def own_loop(data: demo.Data, seed: int, path: Path) -> None:
         lr_mu=CFG.lr_mu, lr_log_var=CFG.lr_log_var, lr_logit=CFG.lr_logit
     )
     opt = torch.optim.Adam([{"params": model.parameters()}, *groups], lr=CFG.lr)
-    budget = sst.ErrorBudget(error, lam=CFG.tau / len(y))  # the strength searched for (0.1 pp)
+    budget = sst.ErrorBudget(error, lam=CFG.tau / len(y), quantized=True)  # searched: 0.1 pp
     epochs = CFG.retrain_steps // 18
     for step, (xb, yb) in enumerate(batches(CFG.retrain_steps)):
         opt.zero_grad()
@@ -87,7 +87,8 @@ def own_loop(data: demo.Data, seed: int, path: Path) -> None:
         opt.step()
         prior.bound_widths_(step / CFG.retrain_steps)  # no component swallows the weights
         if (step + 1) % 18 == 0:
-            budget.check(model, prior, keep=(step + 1) // 18 > epochs // 2)
+            settled = (step + 1) // 18 > epochs // 2  # the widths have narrowed
+            budget.check(model, prior, adapt=settled, keep=settled)
     budget.restore_best(model, prior)
     choice = sst.Chooser(error).choose_quantization_(  # 3.-4. merge, quantize
         model, prior, max_error=budget.limit
