@@ -64,6 +64,22 @@ def _exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--seeds", "two"], "argument --seeds: 'two' is not an integer"),
         (["--retrain-epochs", "0"], "argument --retrain-epochs: must be at least 1, got 0"),
         (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
+        (
+            ["--threads", "100000000"],
+            (
+                f"argument --threads: must be at most {cli.MAX_THREADS:,} (4 threads per core, "
+                f"{cli.CORES} here), got 100000000"
+            ),
+        ),
+        (
+            ["--threads", "99999999999999999999999"],
+            "argument --threads: must be at most",
+        ),
+        (["--seeds", "1001"], "argument --seeds: must be at most 1,000, got 1001"),
+        (
+            ["--retrain-epochs", "99999999999999999999"],
+            "argument --retrain-epochs: must be at most 100,000, got 99999999999999999999",
+        ),
         (["--tau", "-1"], "argument --tau: must be a finite number above 0, got '-1'"),
         (["--tau", "0"], "argument --tau: must be a finite number above 0, got '0'"),
         (["--tau", "nan"], "argument --tau: must be a finite number above 0, got 'nan'"),
@@ -95,6 +111,19 @@ def _exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.mark.usefixtures("no_work")
 def test_bad_arguments(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert message in _exits_2(["demo", *args], capsys)
+
+
+@pytest.mark.usefixtures("no_work")
+@pytest.mark.usefixtures("no_work")
+def test_a_meta_device_and_a_folder_in_the_way_are_refused_before_the_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    err = _exits_2(["demo", "--device", "meta", "--out", str(tmp_path / "o")], capsys)
+    assert "argument --device: meta: meta tensors hold no values to train" in err
+    (tmp_path / "t" / "cnn_seed1_budget.png").mkdir(parents=True)
+    err = _exits_2(["demo", "--seeds", "2", "--out", str(tmp_path / "t")], capsys)
+    assert f"argument --out: {tmp_path / 't' / 'cnn_seed1_budget.png'} is a folder" in err
 
 
 @pytest.mark.usefixtures("no_work")

@@ -89,6 +89,24 @@ def _error(model: Any, x: Any, y: Any) -> float:
     return wrong / len(y)
 
 
+class TrainingDiverged(ValueError):
+    """Training left the network's weights non-finite (a prior too strong, a rate too high)."""
+
+
+def _check_finite(model: Any, stage: str, step: int) -> None:
+    """Raise :class:`TrainingDiverged` if any of ``model``'s parameters is nan or inf."""
+    import torch
+
+    with torch.no_grad():
+        bad = next((n for n, p in model.named_parameters() if not bool(p.isfinite().all())), None)
+    if bad is not None:
+        msg = (
+            f"training diverged: {stage} left {bad} non-finite at step {step + 1} "
+            "(a smaller --tau, or --error-budget with the default tau, trains)"
+        )
+        raise TrainingDiverged(msg)
+
+
 def _snapshot(module: Any) -> dict[str, Any]:
     """A detached copy of a module's state."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}

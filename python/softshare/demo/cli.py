@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __doc__ as _DEMO_DOC
+from ._loop import TrainingDiverged
 from .data import load_data
 from .models import DIGITS_MODELS, MODEL_SIDES, PAPER_MODELS, check_fits
+from .plots import FIGURES
 from .recipe import Config, run_network
 from .report import mean_lines, means, sources, table, write_results
 from .schedule import MNIST_TRAIN, schedule_for
@@ -22,8 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-def _at_least(low: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer of at least ``low``."""
+def _at_least(low: int, high: int, why: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``[low, high]`` (``why`` says where ``high`` comes from)."""
 
     def parse(text: str) -> int:
         try:
@@ -34,9 +36,16 @@ def _at_least(low: int) -> Callable[[str], int]:
         if value < low:
             msg = f"must be at least {low}, got {value}"
             raise argparse.ArgumentTypeError(msg)
+        if value > high:
+            msg = f"must be at most {high:,}{why}, got {text}"
+            raise argparse.ArgumentTypeError(msg)
         return value
 
     return parse
+
+
+CORES = os.cpu_count() or 1
+MAX_THREADS = 4 * CORES  # more threads than that only contend, and torch cannot start millions
 
 
 def _positive_float(text: str) -> float:
@@ -107,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--seeds",
-        type=_at_least(1),
+        type=_at_least(1, 1000),
         default=1,
         metavar="K",
         help="repeat the recipe over K >= 1 seeds",
@@ -137,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--threads",
-        type=_at_least(1),
+        type=_at_least(1, MAX_THREADS, f" (4 threads per core, {CORES} here)"),
         default=None,
         metavar="N",
         help="torch threads (default: 1 on the bundled digits, all cores on --data)",
@@ -159,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--retrain-epochs",
-        type=_at_least(1),
+        type=_at_least(1, 100_000),
         default=None,
         metavar="N",
         help="retrain with the prior for exactly N >= 1 epochs (instead of the schedule's)",
@@ -182,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         The exit status: 0; 2 for a bad argument or data, or without PyTorch;
-        130 when interrupted (Ctrl-C).
+        1 when training diverges or a file cannot be written; 130 when
+        interrupted (Ctrl-C).
     """
     parser = _parser()
     args = parser.parse_args(argv)
@@ -196,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             check_fits(kind, side)
         except ValueError as e:
             parser.error(f"argument --models: {e}")
+    taken = next((p for p in _outputs(args) if p.is_dir()), None)
+    if taken is not None:
+        parser.error(f"argument --out: {taken} is a folder: the run writes its file there")
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").unlink(missing_ok=True)
@@ -203,9 +216,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --out: {e}")
     try:
         return _run(parser, args)
+    except TrainingDiverged as e:
+        print(f"softshare demo: {e}; {args.out} holds no results.json", file=sys.stderr)
+        return 1
+    except OSError as e:  # the run's own files: a full disk, a folder made meanwhile
+        print(f"softshare demo: {e}; {args.out} holds no results.json", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\nsoftshare demo: interrupted; {args.out} holds no results.json", file=sys.stderr)
         return 130
+
+
+def _outputs(args: argparse.Namespace) -> list[Path]:
+    """Every file the run writes into ``--out``."""
+    names = ["results.json"]
+    for seed in range(args.seeds):
+        for kind in args.models:
+            stem = f"{kind}_seed{seed}"
+            names += [f"{stem}.sws"] + [f"{stem}_{f}.png" for f in FIGURES]
+    return [args.out / n for n in names]
 
 
 def _device_error(name: str) -> str | None:
@@ -216,6 +245,8 @@ def _device_error(name: str) -> str | None:
         device = torch.device(name)
     except (RuntimeError, ValueError) as e:
         return f"{name!r} is not a torch device ({e})"
+    if device.type == "meta":
+        return f"{name}: meta tensors hold no values to train; use cpu, cuda or mps"
     if device.type == "cuda" and not torch.cuda.is_available():
         return f"{name}: no CUDA device here (torch {torch.__version__}, built for CUDA {torch.version.cuda})"
     if device.type == "mps" and not torch.backends.mps.is_available():

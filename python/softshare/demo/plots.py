@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from .._mixture import Mixture
 
 
+FIGURES = ("histogram", "scatter", "mixture", "budget")  # <model>_seed<k>_<figure>.png
+
+
 def _figures(
     kind: str,
     seed: int,

@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from .. import compress
-from ._loop import _error, _is_check, _snapshot, _steps
+from ._loop import _check_finite, _error, _is_check, _snapshot, _steps
 from ._setup import Finetuned, Quantized, Retrained, Setup, Trained
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ def pretrain(s: Setup) -> Trained:
         F.cross_entropy(model(s.x_tr[idx]), s.y_tr[idx]).backward()
         opt.step()
         if _is_check(step, every, total):
+            _check_finite(model, "pretraining", step)
             err = _error(model, s.x_va, s.y_va)
             if err <= best[0]:
                 best = (err, _snapshot(model))
@@ -115,6 +116,7 @@ def retrain_with_prior(s: Setup) -> Retrained:
         if not _is_check(step, every, total):
             bar.update(step)
             continue
+        _check_finite(model, "retraining with the prior", step)
         mix = prior.mixture()
         history.append((step + 1, mix.mu.copy(), mix.sigma.copy()))
         if budget is not None:
@@ -195,6 +197,7 @@ def finetune_quantized(s: Setup, quantized: Quantized) -> Finetuned:
         if not _is_check(step, every, total):
             bar.update(step)
             continue
+        _check_finite(model, "quantized fine-tuning", step)
         err = chooser.keep_if_best(model, state=tuner.state)
         bar.update(step, f"val err {err:.3f}")
     state = chooser.restore_best(model)
