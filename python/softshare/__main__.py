@@ -6,17 +6,23 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch ``softshare <command>``: ``demo`` or ``inspect``.
+    """Dispatch ``softshare <command>``: ``demo`` or ``inspect`` (``--version``: the version).
 
     Returns the exit status: 0, 2 for a usage error (argparse exits with 2 for
     a bad ``demo`` argument), 130 for an interrupted run.
     """
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--version"]:
+        from . import __version__
+
+        print(f"softshare {__version__}")
+        return 0
     if not args or args[0] in {"-h", "--help"}:
         usage = (
             "usage: softshare demo [--quick] [--seeds K] [--data PATH] [--models NAME ...]\n"
             "                      [--device DEV] [--out DIR]   (demo --help for all options)\n"
-            "       softshare inspect FILE [FILE ...]   (a compressed model file's layers)"
+            "       softshare inspect FILE [FILE ...]   (a compressed model file's layers)\n"
+            "       softshare --version"
         )
         print(usage, file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
