@@ -240,12 +240,18 @@ def test_a_run_replaces_results_json_last(
 
 @pytest.mark.usefixtures("no_work")
 def test_a_device_torch_cannot_use_is_refused_before_the_data(
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     torch = pytest.importorskip("torch")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "softshare-demo").mkdir()
+    (tmp_path / "softshare-demo" / "results.json").write_text("{}")  # an earlier run's
     assert "argument --device: 'nowhere' is not a torch device" in _exits_2(
         ["demo", "--device", "nowhere"], capsys
     )
+    assert (tmp_path / "softshare-demo" / "results.json").read_text() == "{}"  # untouched
+    _exits_2(["demo", "--device", "nowhere", "--out", str(tmp_path / "new")], capsys)
+    assert not (tmp_path / "new").exists()  # nor made
     if not torch.cuda.is_available():
         assert "argument --device: cuda: no CUDA device here" in _exits_2(
             ["demo", "--device", "cuda"], capsys

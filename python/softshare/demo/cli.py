@@ -206,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
             check_fits(kind, side)
         except ValueError as e:
             parser.error(f"argument --models: {e}")
+    try:
+        import torch  # noqa: F401 - present, or the run cannot start
+    except ImportError:
+        print('softshare demo needs PyTorch: pip install "softshare[demo]"', file=sys.stderr)
+        return 2
+    problem = _device_error(args.device)  # before --out is touched: a refused run changes nothing
+    if problem is not None:
+        parser.error(f"argument --device: {problem}")
     taken = next((p for p in _outputs(args) if p.is_dir()), None)
     if taken is not None:
         parser.error(f"argument --out: {taken} is a folder: the run writes its file there")
@@ -283,14 +291,8 @@ def _print_schedule(cfg: Config, args: argparse.Namespace, n_train: int, side: i
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """The run itself, its arguments checked."""
-    try:
-        import torch
-    except ImportError:
-        print('softshare demo needs PyTorch: pip install "softshare[demo]"', file=sys.stderr)
-        return 2
-    problem = _device_error(args.device)
-    if problem is not None:
-        parser.error(f"argument --device: {problem}")
+    import torch
+
     # The digits' networks are small: a step gains little from a second thread
     # and loses much (several times slower) when another process holds a core.
     torch.set_num_threads(args.threads or (1 if args.data is None else os.cpu_count() or 1))
