@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ..compress._hyperprior import HyperPrior
 from ..compress._initmix import init_mixture
 from ..compress._merge import MergeReport, merge_components
+from ._overlap import refuse_while_pending
 from ._quantized import QuantizedState, check_flag, make_state, numpy_weights, write_state
 from ._select import selected
 
@@ -248,9 +249,12 @@ class RecipeSteps:
         ValueError
             If ``threshold`` or ``min_responsibility`` is negative or not a
             number, or the weights are not finite.
+        RuntimeError
+            If a penalty this prior started (:meth:`start`) is not yet joined.
         TypeError
             If a weight is not a real floating-point tensor.
         """
+        refuse_while_pending(self, "merge_")
         weights = None
         if model_or_params is not None:
             weights = list(numpy_weights(self._chosen(model_or_params)).values())
@@ -343,6 +347,7 @@ class RecipeSteps:
             The assignment; pass it to :meth:`requantize_` after each optimizer
             step to fine-tune the shared values.
         """
+        refuse_while_pending(self, "quantize_")
         state = self.snapshot(model_or_params, use_pi=use_pi)
         return self.requantize_(model_or_params, state, refit=False)
 
@@ -388,7 +393,10 @@ class RecipeSteps:
         ValueError
             If the penalised parameters' names or shapes differ from the state's,
             or the state was made before :meth:`merge_` changed the components.
+        RuntimeError
+            If a penalty this prior started (:meth:`start`) is not yet joined.
         """
+        refuse_while_pending(self, "requantize_")
         given: object = state
         if isinstance(given, QuantizedState) and given.generation != self._generation_now():
             msg = (
