@@ -7,12 +7,14 @@ under the sanitizers too (``.ci/sanitize``).
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import softshare
-from softshare import _core, _native_recipe
+from softshare import _core, _native_recipe, compress
 from softshare.compress._format import header
 from softshare.compress._format.model import VERSION
 
@@ -120,3 +122,42 @@ def test_a_crafted_header_decodes_in_work_linear_in_its_bytes(
         per_byte.append(calls / len(data))
     assert max(per_byte) <= 2 * header.NAME_BYTES_PER_BYTE + 8
     assert per_byte[-1] <= per_byte[0] * 1.5  # does not grow with the size
+
+
+class _CountedFile:
+    """A binary file whose reads add their sizes to ``read``."""
+
+    def __init__(self, f: Any, read: list[int]) -> None:
+        self.f, self.read_sizes = f, read
+
+    def __enter__(self) -> _CountedFile:  # noqa: PYI034 (typing.Self is 3.11+)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.f.read(n)
+        self.read_sizes.append(len(data))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+
+def test_a_file_that_is_not_a_model_is_refused_after_its_first_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (test_network's 8 GiB sparse file only fails on the old code where the
+    # memory runs out; counting the bytes read fails wherever the file is read whole)
+    path = tmp_path / "big.bin"
+    path.write_bytes(bytes(1 << 20))
+    read: list[int] = []
+    real_open = Path.open
+    monkeypatch.setattr(
+        Path, "open", lambda self, *a, **k: _CountedFile(real_open(self, *a, **k), read)
+    )
+    for call in (compress.read_file, compress.inspect_file):
+        with pytest.raises(ValueError, match=r"big\.bin: not a softshare model file"):
+            call(path)
+    assert 0 < sum(read) <= 64
