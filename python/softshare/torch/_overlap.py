@@ -306,7 +306,11 @@ def start_penalty(
     -------
     PendingPenalty
         Its ``join()`` returns the value (detached) and hands the gradients
-        to autograd; ``done()`` says whether the pass has finished.
+        to autograd; ``done()`` says whether the pass has finished;
+        ``cancel()`` (or a ``with`` block left unjoined) drops the result.
+        The pass keeps the weights' memory alive and their storage
+        non-resizable; ``join()`` refuses tensors changed in place or given
+        a new storage since the start.
 
     Raises
     ------

@@ -258,6 +258,10 @@ class MixturePrior(RecipeSteps, nn.Module):
         ``(loss + prior(model, lam)).backward()`` would have, and returns the
         value (hyper-priors included). See :func:`softshare.torch.start_penalty`
         for ``n_threads``; ``split_work`` and sharded weights are not supported.
+        Until the join (or :meth:`PendingPenalty.cancel`), :meth:`merge_`,
+        :meth:`quantize_` and :meth:`requantize_` raise ``RuntimeError``; the
+        pass pins the weights' memory (their storage becomes non-resizable,
+        as ``Tensor.numpy()`` makes it).
 
         Examples
         --------
