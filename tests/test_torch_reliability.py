@@ -145,6 +145,24 @@ def test_join_hands_over_the_same_gradients_under_any_grad_mode(
             torch.testing.assert_close(g, e, rtol=0, atol=1e-7)
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_add_grad_adds_the_same_gradients_under_any_grad_mode(mode: str) -> None:
+    model, prior = _setup(zero_component=True, pi_zero=0.7, hyperprior=HyperPrior())
+    everything = [*model.parameters(), *prior.parameters()]
+    prior.add_grad_(model, LAM)
+    expected = _grads(everything)
+    for t in everything:
+        t.grad = None
+    with getattr(torch, mode)():
+        prior.add_grad_(model, LAM)
+    for g, e in zip(_grads(everything), expected):
+        assert g is not None
+        assert e is not None
+        assert not g.is_inference()
+        assert torch.equal(g, e)
+    model[0].weight.grad.add_(1.0)  # the next step's accumulation works
+
+
 def test_start_under_inference_mode_leaves_ordinary_gradients() -> None:
     model, prior = _setup()
     with torch.inference_mode():

@@ -160,6 +160,7 @@ def _through_autograd(
     return float(value.item())
 
 
+@torch.inference_mode(False)  # ordinary tensors as .grad whatever the caller's mode
 @torch.no_grad()
 def add_grad(
     prior: MixturePrior,
