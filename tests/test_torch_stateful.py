@@ -1,7 +1,7 @@
 """A MixturePrior and a small module driven through random sequences of calls, checked at every step.
 
 A hypothesis ``RuleBasedStateMachine``: forward and backward (with and
-without ``retain_graph``, a retained graph's backward again), ``start`` /
+without ``retain_graph``, a retained graph's backward again), ``add_grad_``, ``start`` /
 ``join`` / ``cancel`` under any grad mode, ``merge_``, ``quantize_``,
 ``requantize_``, ``snapshot``, ``save_compressed`` / ``load_compressed``,
 optimizer steps and in-place edits (values and storages), in any order.
@@ -138,6 +138,15 @@ class PriorMachine(RuleBasedStateMachine):
         total.backward(retain_graph=retain)
         self.add_expected(grads)
         self.graph = (value, grads) if retain else None
+        self.check_grads()
+
+    @rule(mode=st.sampled_from(["enable_grad", "no_grad", "inference_mode"]))
+    def add_grad(self, mode: str) -> None:
+        value, grads = self.reference()
+        with getattr(torch, mode)():
+            got = self.prior.add_grad_(self.model, LAM)
+        assert got == pytest.approx(value, rel=RTOL, abs=ATOL)
+        self.add_expected(grads)
         self.check_grads()
 
     @precondition(lambda self: self.graph is not None)
