@@ -255,6 +255,23 @@ def test_backward_never_hands_out_a_tensor_it_keeps(route: str) -> None:
         np.testing.assert_allclose(p.grad.numpy().reshape(-1), 2 * expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"zero_component": True, "pi_zero": 0.6, "hyperprior": HyperPrior()}]
+)
+def test_a_graph_kept_from_before_merge_is_refused(kwargs: dict[str, object]) -> None:
+    model, prior = _setup(**kwargs)
+    value = prior(model, LAM)
+    value.backward(retain_graph=True)
+    prior.merge_(threshold=1e9)  # shorter mu, log_var, logit: the graph's gradients no longer fit
+    for p in model.parameters():
+        p.grad = None
+    with pytest.raises(RuntimeError, match=r"^this penalty's graph was made before merge_ changed"):
+        value.backward()
+    assert all(p.grad is None for p in prior.parameters())  # was: .grad of the old length
+    prior(model, LAM).backward()  # a graph made after merge_ is fine
+    assert all(p.grad.shape == p.shape for p in prior.parameters() if p.grad is not None)
+
+
 @pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors:UserWarning")
 @pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta:UserWarning")
 def test_sparse_mkldnn_and_nested_tensors_get_our_own_type_error() -> None:

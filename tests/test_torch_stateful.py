@@ -71,7 +71,7 @@ class PriorMachine(RuleBasedStateMachine):
         self.pending_grads: dict[int, np.ndarray] = {}
         self.pending_value = 0.0
         self.dirty: set[str] = set()  # how the tensors a pending pass reads were changed
-        self.graph: tuple[torch.Tensor, dict[int, np.ndarray]] | None = None
+        self.graph: tuple[torch.Tensor, dict[int, np.ndarray], int] | None = None
         self.state: Any = None
         self.generation = 0  # merges so far
         self.state_generation = 0
@@ -137,7 +137,7 @@ class PriorMachine(RuleBasedStateMachine):
             total = loss + value
         total.backward(retain_graph=retain)
         self.add_expected(grads)
-        self.graph = (value, grads) if retain else None
+        self.graph = (value, grads, self.generation) if retain else None
         self.check_grads()
 
     @rule(mode=st.sampled_from(["enable_grad", "no_grad", "inference_mode"]))
@@ -154,8 +154,13 @@ class PriorMachine(RuleBasedStateMachine):
     def backward_again(self) -> None:
         """A retained graph: zero_grad(set_to_none=False), clipping, autograd.grad twice."""
         assert self.graph is not None
-        value, grads = self.graph
+        value, grads, generation = self.graph
         self.zero_grad(set_to_none=False)
+        if generation != self.generation:  # made before merge_: refused, nothing added
+            with pytest.raises(RuntimeError, match="graph was made before merge_ changed"):
+                value.backward(retain_graph=True)
+            self.check_grads()
+            return
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)  # scales every .grad in place
         value.backward(retain_graph=True)
         self.add_expected(grads)
@@ -222,7 +227,6 @@ class PriorMachine(RuleBasedStateMachine):
         self.prior.merge_(self.model, threshold=threshold)
         for p in self.prior.parameters():
             self.expected[id(p)] = None
-        self.graph = None  # its mixture gradients no longer fit the merged parameters
         self.generation += 1
 
     def refused(self, call: Any, step: str) -> None:

@@ -268,7 +268,13 @@ class RecipeSteps:
         with torch.no_grad():
             news = (merged.mu, merged.log_var, merged.logit)
             for param, values in zip((self.mu, self.log_var, self.logit), news):
-                param.data = torch.tensor(np.array(values), dtype=param.dtype, device=param.device)
+                data = torch.tensor(np.array(values), dtype=param.dtype, device=param.device)
+                # autograd keeps a parameter's gradient accumulator, with its old
+                # shape, while any graph holds it, and hands it to new graphs too;
+                # only a change of dtype makes it start a new one
+                other = torch.float32 if param.dtype == torch.float64 else torch.float64
+                param.data = data.to(other)
+                param.data = data
                 param.grad = None
         self._generation = self._generation_now() + 1  # states made before no longer fit
         return report
