@@ -122,6 +122,11 @@ class PendingPenalty:
     Joined or cancelled on every path: :meth:`cancel` (or leaving a ``with``
     block unjoined) drops the result, a penalty dropped unjoined finishes its
     pass on its own, and interpreter exit waits for a pass still running.
+
+    Attributes
+    ----------
+    finished : bool
+        Whether it was joined or cancelled (the prior's recipe steps wait for it).
     """
 
     def __init__(
