@@ -88,7 +88,8 @@ def _pinned(weights: Sequence[Tensor]) -> list[Tensor]:
     pinned = []
     for w in weights:
         alias = dense(w).detach()
-        alias.numpy()  # marks the storage non-resizable (no other public way)
+        if alias.untyped_storage().resizable():
+            alias.numpy()  # marks the storage non-resizable (no other public way)
         pinned.append(alias)
     return pinned
 
@@ -150,7 +151,7 @@ class PendingPenalty:
         self._extra = extra
         # what must not change before the join: the weights, the mixture (and
         # the parameters it is derived from), in place or by a new storage
-        self._watched = [*self._weights, *params, *watch]
+        self._watched = list({id(t): t for t in (*self._weights, *params, *watch)}.values())
         self._versions = [t._version for t in self._watched]
         self._layouts = [_layout(t) for t in self._watched]
         self.finished = False  # joined or cancelled
@@ -359,5 +360,8 @@ def start_prior(
     pending = PendingPenalty(
         ws, params, lam_f, overlap_threads(n_threads), extra, watch=list(prior.parameters())
     )
-    _STARTED.setdefault(prior, weakref.WeakSet()).add(pending)
+    started = _STARTED.get(prior)
+    if started is None:
+        started = _STARTED[prior] = weakref.WeakSet()
+    started.add(pending)
     return pending
