@@ -91,6 +91,19 @@ bool overlap(const py::array& a, const py::array& b) {
     return a.nbytes() > 0 && b.nbytes() > 0 && pa < pb + b.nbytes() && pb < pa + a.nbytes();
 }
 
+// No two outputs may share bytes: one would overwrite what the other received.
+void check_outs_apart(const std::vector<py::array>& out) {
+    for (std::size_t i = 1; i < out.size(); ++i) {
+        for (std::size_t j = 0; j < i; ++j) {
+            if (overlap(out[i], out[j])) {
+                throw std::invalid_argument(item("out", i, out.size()) + " overlaps " +
+                                            item("out", j, out.size()) +
+                                            ": each output needs memory of its own");
+            }
+        }
+    }
+}
+
 void check_same_count(std::size_t a, std::size_t b, const std::string& what) {
     if (a != b) throw std::invalid_argument(what + ": one array per weights (or indices) array");
 }
@@ -149,6 +162,7 @@ py::object assign(const std::vector<py::array>& weights, const Params& mu, const
         segments.push_back({dt, weights[i].data(), it, out[i].mutable_data(), nullptr,
                             static_cast<std::int64_t>(weights[i].shape(0))});
     }
+    check_outs_apart(out);
     const sk::RecipeTable table = sk::active_recipe_table();
     std::optional<std::vector<std::int64_t>> counts;
     {
@@ -191,6 +205,7 @@ void dequantize(const std::vector<py::array>& indices, const py::array& book,
         segments.push_back({dt, nullptr, it, const_cast<void*>(indices[i].data()),
                             out[i].mutable_data(), static_cast<std::int64_t>(out[i].shape(0))});
     }
+    check_outs_apart(out);
     const sk::RecipeTable table = sk::active_recipe_table();
     std::optional<sk::BadIndex> bad;
     {

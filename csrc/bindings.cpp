@@ -61,8 +61,9 @@ std::int64_t mixture_size(const py::array& mu, const py::array& log_var, const p
 }
 
 // The kernel reads the weights while it writes the gradients: no gradient
-// may overlap any weights array, nor, where one accumulates (threads add
-// into each), any other gradient.
+// may overlap any weights array, nor any other gradient (one would overwrite
+// what the other received; where they accumulate, threads would add into
+// each other's).
 void check_no_overlap(const std::vector<sk::Segment>& segments) {
     for (std::size_t i = 0; i < segments.size(); ++i) {
         const auto* g = static_cast<const char*>(segments[i].grad_w);
@@ -78,8 +79,6 @@ void check_no_overlap(const std::vector<sk::Segment>& segments) {
             }
         }
     }
-    const auto accumulates = [](const sk::Segment& s) { return s.accumulate; };
-    if (!std::any_of(segments.begin(), segments.end(), accumulates)) return;
     std::vector<std::pair<const char*, std::size_t>> outs;  // (start, segment), sorted
     for (std::size_t i = 0; i < segments.size(); ++i) {
         if (segments[i].n > 0) outs.emplace_back(static_cast<const char*>(segments[i].grad_w), i);
@@ -92,7 +91,7 @@ void check_no_overlap(const std::vector<sk::Segment>& segments) {
         if (outs[k].first < prev_end) {
             throw std::invalid_argument("out[" + std::to_string(outs[k].second) +
                                         "] overlaps out[" + std::to_string(outs[k - 1].second) +
-                                        "]: accumulated gradients need memory of their own");
+                                        "]: each gradient needs memory of its own");
         }
     }
 }

@@ -154,8 +154,9 @@ def test_errors_leave_a_clear_message() -> None:
     shared = np.zeros(10, np.float32)
     with pytest.raises(ValueError, match=r"out\[1\] overlaps out\[0\]"):
         softshare.penalty([w, w], MIX, out=[shared[:6], shared[4:]], accumulate=True)
-    # without accumulate, overlapping outs are the caller's business (unchanged)
-    softshare.penalty([w, w], MIX, out=[shared[:6], shared[4:]])
+    # without accumulate too: one layer's gradient would overwrite the other's (issue 24)
+    with pytest.raises(ValueError, match=r"out\[1\] overlaps out\[0\]: each gradient needs"):
+        softshare.penalty([w, w], MIX, out=[shared[:6], shared[4:]])
     with pytest.raises(ValueError, match="overlaps weights"):
         softshare.penalty(w, MIX, out=w, accumulate=True)
     with pytest.raises(TypeError, match="dtype float32"):

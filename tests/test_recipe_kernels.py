@@ -73,7 +73,7 @@ def test_dequantize_bad_index_named(func: object, dtype: type, bad: int) -> None
     with pytest.raises(ValueError, match=rf"indices holds {bad} at \(flat\) position 9321: not an"):
         func(idx, np.zeros(3), out)  # type: ignore[operator]
     with pytest.raises(ValueError, match=r"indices\[1\] holds .* codebook of 3 values"):
-        func([idx[0], idx], np.zeros(3), [out[0], out])  # type: ignore[operator]
+        func([idx[0], idx], np.zeros(3), [out[0].copy(), out])  # type: ignore[operator]
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,7 @@ def as_out(out: object, weights: Weights) -> list[NDArray[np.floating]]:
     arrays (one per weights array) for a list/tuple. Each must be an ndarray
     of the gradient's dtype (the weights' kernel dtype), the weights' shape,
     C-contiguous and writeable; the kernel checks that none overlaps the
-    weights (``ValueError``).
+    weights or another ``out`` (``ValueError``).
     """
     if weights.is_sequence:
         if not isinstance(out, (list, tuple)) or len(out) != len(weights.flat):

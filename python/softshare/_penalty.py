@@ -74,7 +74,7 @@ def penalty(
         Where to write ``grad_w``, as NumPy's ``out=``: arrays shaped like the
         weights (one array, or one per array of a list), of the gradient's
         dtype (float32 for float32 weights, float64 otherwise), C-contiguous,
-        writeable and not overlapping the weights. A training loop that passes
+        writeable, overlapping neither the weights nor each other. A training loop that passes
         the same buffers every step allocates nothing per step. ``grad_w`` is
         then ``out`` itself (a list of the same arrays for a list). Without
         ``out``, a ``grad_w`` of 1 MiB or more reuses the memory of the last
@@ -109,7 +109,7 @@ def penalty(
         If a weight is NaN or infinite (the message names the array and the
         first bad index), ``lam`` is negative or not finite, ``n_threads``
         is not None, -1 or a positive int, ``out`` does not match the weights'
-        shapes or overlaps them (or, with ``accumulate``, another ``out``),
+        shapes or overlaps them or another ``out``,
         ``accumulate`` is true without ``out``, or the penalty overflows ("the
         penalty overflowed": a weight so far from every component that its
         log-density is not representable in float64). No output is ever NaN;

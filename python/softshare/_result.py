@@ -137,8 +137,9 @@ def from_partial_sums(partials: ArrayLike, mixture: Mixture, lam: float = 1.0) -
     Raises
     ------
     ValueError
-        If the vector's length is not 3M + 2, it is not finite, ``n`` is not a
-        non-negative whole number, or the value overflows.
+        If the vector's length is not 3M + 2, it holds a NaN or an infinite
+        count or sum (``partials[0]`` may be -inf: the value overflowed),
+        ``n`` is not a non-negative whole number, or the value overflows.
 
     Examples
     --------
@@ -158,6 +159,9 @@ def from_partial_sums(partials: ArrayLike, mixture: Mixture, lam: float = 1.0) -
     m = mix.n_components
     if vec.shape != (3 * m + 2,):
         msg = f"partials must have shape (3M + 2,) = ({3 * m + 2},) for M = {m}, got {vec.shape}"
+        raise ValueError(msg)
+    if math.isnan(vec[0]):  # a NaN came in: no overflow made it (an overflowed sum is -inf)
+        msg = "partials[0] (the sum of log-densities) is NaN: a partial sum that was added is NaN"
         raise ValueError(msg)
     n = float(vec[1])
     if not (np.all(np.isfinite(vec[1:])) and n >= 0 and n == math.floor(n)):

@@ -76,12 +76,21 @@ def _plan(weights: Sequence[Tensor], params: Sequence[Tensor]) -> _Plan | None:
     (``_hand_over.plain_grad``). Checks nothing else: the fallback's
     ``checked_inputs`` raises what is wrong.
     """
-    if not all(type(p) in _PLAIN and p.is_cpu and p.is_floating_point() for p in params):
+    if not all(
+        type(p) in _PLAIN and p.is_cpu and p.is_floating_point() and p.layout is torch.strided
+        for p in params
+    ):
         return None
     plan = _Plan([], [], [], [])
     seen = set()
     for w in weights:
-        if type(w) not in _PLAIN or not w.is_cpu or w.dtype not in _KERNEL_DTYPES:
+        if (
+            type(w) not in _PLAIN
+            or not w.is_cpu
+            or w.dtype not in _KERNEL_DTYPES
+            or w.layout is not torch.strided
+            or w.is_nested
+        ):
             return None
         seen.add(id(w))
         needs = w.requires_grad
@@ -151,6 +160,7 @@ def _through_autograd(
     return float(value.item())
 
 
+@torch.inference_mode(False)  # ordinary tensors as .grad whatever the caller's mode
 @torch.no_grad()
 def add_grad(
     prior: MixturePrior,

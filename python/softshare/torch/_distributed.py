@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from ._compute import compute
-from ._function import scaled_grads
+from ._function import handed_out
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -114,13 +114,12 @@ class _Reduced(torch.autograd.Function):
         mixture = [vec[1 + k * m : 1 + (k + 1) * m].to(p.dtype) for k, p in enumerate(tensors[-3:])]
         if grad_w_scale != 1.0:
             grads = [g * grad_w_scale for g in grads]
-        ctx.n_weights = len(ws)
-        ctx.save_for_backward(*grads, *mixture)
+        ctx.grads = [*grads, *mixture]  # in the order of ``tensors``
         return vec[0].to(value.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_value: Tensor) -> tuple[Any, ...]:
-        return (None, None, None, None, *scaled_grads(grad_value, ctx.saved_tensors, eager=True))
+        return (None, None, None, None, *handed_out(ctx, grad_value, ctx.needs_input_grad[4:]))
 
 
 def reduced_penalty(

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from torch import Tensor
 
-__all__ = ["PenaltyFunction", "differentiable_grads", "scaled_grads"]
+__all__ = ["PenaltyFunction", "differentiable_grads", "handed_out", "scaled_grads"]
 
 
 _KEEP_GRAPH_QUERY = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
@@ -46,6 +46,36 @@ def scaled_grads(grad_value: Tensor, saved: Sequence[Tensor], *, eager: bool) ->
     if eager and grad_value.device.type == "cpu" and grad_value.item() == 1.0:
         return list(saved)
     return [(grad_value * g).to(g.dtype) for g in saved]
+
+
+def handed_out(ctx: Any, grad_value: Tensor, needs: Sequence[bool]) -> list[Tensor | None]:
+    """The gradients a backward returns (None where ``needs`` is false) from those
+    ``ctx.grads`` saved: never a tensor it keeps.
+
+    A backward that frees its graph drops its references first and hands out
+    the saved tensors themselves (autograd may take them as ``.grad``: no
+    copy). One that keeps its graph (``retain_graph=True``) hands out copies:
+    a tensor it returned may become ``.grad`` (or a view of it a parameter's
+    ``.grad``) or what ``torch.autograd.grad`` returns, which the caller may
+    change in place, and the next backward must still read the original.
+    """
+    saved = ctx.grads
+    if saved is None:
+        msg = (
+            "Trying to backward through the graph a second time: the penalty's gradients "
+            "were handed out already; specify retain_graph=True the first time"
+        )
+        raise RuntimeError(msg)
+    keep = _keeps_graph()
+    if not keep:
+        ctx.grads = None
+    wanted = [g for g, need in zip(saved, needs) if need]
+    grads = iter(scaled_grads(grad_value, wanted, eager=True))
+    out: list[Tensor | None] = []
+    for s, need in zip(saved, needs):
+        g = next(grads) if need else None
+        out.append(g.clone() if keep and g is s else g)
+    return out
 
 
 def differentiable_grads(
@@ -107,17 +137,4 @@ class PenaltyFunction(torch.autograd.Function):
             mu, log_var, logit, *weights = ctx.saved_tensors
             g_w, g_p = differentiable_grads(ctx.lam, grad_value, weights, (mu, log_var, logit))
             return (None, None, *g_p, *g_w)
-        saved = ctx.grads
-        if saved is None:
-            msg = (
-                "Trying to backward through the graph a second time: the penalty's gradients "
-                "were handed out already; specify retain_graph=True the first time"
-            )
-            raise RuntimeError(msg)
-        if not _keeps_graph():
-            # Drop our references, so that autograd may take the tensors as they
-            # are (as .grad, or to accumulate into) instead of copying them.
-            ctx.grads = None
-        grads = scaled_grads(grad_value, saved, eager=True)
-        needs = ctx.needs_input_grad[2:]
-        return (None, None, *(g if need else None for g, need in zip(grads, needs)))
+        return (None, None, *handed_out(ctx, grad_value, ctx.needs_input_grad[2:]))

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ._distributed import is_sharded
-from ._function import scaled_grads
+from ._function import handed_out
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -94,9 +94,7 @@ class _Handed(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_value: Tensor) -> tuple[Tensor | None, ...]:
-        grads = scaled_grads(grad_value, ctx.grads, eager=True)
-        needs = ctx.needs_input_grad[2:]
-        return (None, None, *(g if need else None for g, need in zip(grads, needs)))
+        return (None, None, *handed_out(ctx, grad_value, ctx.needs_input_grad[2:]))
 
 
 def add_mixture_grads(

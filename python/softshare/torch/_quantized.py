@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..compress._network import QuantizedNetwork, quantize_network
+from ._checks import layout_error
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -187,6 +188,8 @@ def numpy_weights(named: Mapping[str, Tensor]) -> dict[str, NDArray[np.floating]
             what = f"dtype {p.dtype}" if isinstance(p, Tensor) else f"a {type(p).__name__}"
             msg = f"parameter {name!r} is {what}: only real floating-point tensors are quantized"
             raise TypeError(msg)
+        if p.layout is not torch.strided or p.is_nested:
+            raise layout_error(f"parameter {name!r}", p)
         if p.device.type == "meta":
             msg = f"parameter {name!r} is on the meta device: it holds no values"
             raise ValueError(msg)

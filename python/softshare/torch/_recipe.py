@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ..compress._hyperprior import HyperPrior
 from ..compress._initmix import init_mixture
 from ..compress._merge import MergeReport, merge_components
+from ._overlap import refuse_while_pending
 from ._quantized import QuantizedState, check_flag, make_state, numpy_weights, write_state
 from ._select import selected
 
@@ -248,9 +249,12 @@ class RecipeSteps:
         ValueError
             If ``threshold`` or ``min_responsibility`` is negative or not a
             number, or the weights are not finite.
+        RuntimeError
+            If a penalty this prior started (:meth:`start`) is not yet joined.
         TypeError
             If a weight is not a real floating-point tensor.
         """
+        refuse_while_pending(self, "merge_")
         weights = None
         if model_or_params is not None:
             weights = list(numpy_weights(self._chosen(model_or_params)).values())
@@ -264,7 +268,13 @@ class RecipeSteps:
         with torch.no_grad():
             news = (merged.mu, merged.log_var, merged.logit)
             for param, values in zip((self.mu, self.log_var, self.logit), news):
-                param.data = torch.tensor(np.array(values), dtype=param.dtype, device=param.device)
+                data = torch.tensor(np.array(values), dtype=param.dtype, device=param.device)
+                # autograd keeps a parameter's gradient accumulator, with its old
+                # shape, while any graph holds it, and hands it to new graphs too;
+                # only a change of dtype makes it start a new one
+                other = torch.float32 if param.dtype == torch.float64 else torch.float64
+                param.data = data.to(other)
+                param.data = data
                 param.grad = None
         self._generation = self._generation_now() + 1  # states made before no longer fit
         return report
@@ -343,6 +353,7 @@ class RecipeSteps:
             The assignment; pass it to :meth:`requantize_` after each optimizer
             step to fine-tune the shared values.
         """
+        refuse_while_pending(self, "quantize_")
         state = self.snapshot(model_or_params, use_pi=use_pi)
         return self.requantize_(model_or_params, state, refit=False)
 
@@ -388,7 +399,10 @@ class RecipeSteps:
         ValueError
             If the penalised parameters' names or shapes differ from the state's,
             or the state was made before :meth:`merge_` changed the components.
+        RuntimeError
+            If a penalty this prior started (:meth:`start`) is not yet joined.
         """
+        refuse_while_pending(self, "requantize_")
         given: object = state
         if isinstance(given, QuantizedState) and given.generation != self._generation_now():
             msg = (

@@ -26,6 +26,27 @@ if TYPE_CHECKING:
 __all__ = ["MixturePrior"]
 
 
+class _SameComponents:
+    """A backward pre-hook: refuse a graph made before ``merge_`` changed the prior's components.
+
+    ``merge_`` gives ``mu``, ``log_var`` and ``logit`` new, shorter data in the
+    same parameters; a graph kept from before (``retain_graph=True``) would
+    hand them gradients of the old length, which autograd accepts silently.
+    """
+
+    def __init__(self, prior: MixturePrior) -> None:
+        self.prior = prior
+        self.generation = prior._generation_now()
+
+    def __call__(self, _grad_outputs: tuple[Tensor, ...]) -> None:
+        if self.prior._generation_now() != self.generation:
+            msg = (
+                "this penalty's graph was made before merge_ changed the prior's components: "
+                "compute the penalty again (prior(model, lam)) after merge_"
+            )
+            raise RuntimeError(msg)
+
+
 class MixturePrior(RecipeSteps, nn.Module):
     """A learnable Gaussian-mixture prior over a network's weights.
 
@@ -198,6 +219,8 @@ class MixturePrior(RecipeSteps, nn.Module):
             split_work=self.split_work,
             process_group=self.process_group,
         )
+        if not torch.compiler.is_compiling() and value.grad_fn is not None:
+            value.grad_fn.register_prehook(_SameComponents(self))  # about 3 us
         if self.hyperprior is not None:
             value = value + (lam if hyper_lam is None else hyper_lam) * self.hyperprior_penalty()
         return value
@@ -258,6 +281,10 @@ class MixturePrior(RecipeSteps, nn.Module):
         ``(loss + prior(model, lam)).backward()`` would have, and returns the
         value (hyper-priors included). See :func:`softshare.torch.start_penalty`
         for ``n_threads``; ``split_work`` and sharded weights are not supported.
+        Until the join (or :meth:`PendingPenalty.cancel`), :meth:`merge_`,
+        :meth:`quantize_` and :meth:`requantize_` raise ``RuntimeError``; the
+        pass pins the weights' memory (their storage becomes non-resizable,
+        as ``Tensor.numpy()`` makes it).
 
         Examples
         --------
