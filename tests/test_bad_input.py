@@ -282,3 +282,30 @@ def test_torch_entry_point(
         "grad_logit": grads[k + 2].numpy(),
     }
     _compare(fields, ref, numpy_weights, mix, lam)
+
+
+@pytest.mark.parametrize("backend", ["native", "torch"])
+def test_a_distance_near_the_smallest_normal_over_a_wide_component_keeps_its_gradient(
+    backend: str,
+) -> None:
+    """Found by the fuzzing above: the torch backend's float32 ``gamma * d / var`` underflowed.
+
+    w = 0, mu = [FLT_MIN, 0], variance e^12: the weight's gradient is -1.8e-46 before
+    lam = 1e300 scales it (-inf in float32, as the reference says); it came back 0.
+    """
+    torch = pytest.importorskip("torch")
+    import softshare.torch as sst
+
+    mix = softshare.Mixture(mu=[np.finfo(np.float32).tiny, 0.0], log_var=[12.0, 0.0], logit=[0, 0])
+    w = torch.zeros(1, dtype=torch.float32, requires_grad=True)
+    params = [torch.tensor(p, dtype=torch.float64) for p in (mix.mu, mix.log_var, mix.logit)]
+    value = sst.penalty(w, *params, 1e300, backend=backend)
+    (grad,) = torch.autograd.grad(value, [w])
+    ref = reference.penalty(np.zeros(1, dtype=np.float32), mix, 1e300)
+    assert ref.grad_w[0] == -np.inf
+    assert grad.item() == -np.inf
+    small = sst.penalty(w, *params, 1e60, backend=backend)  # -1.8e14: finite in float32
+    (grad,) = torch.autograd.grad(small, [w])
+    want = reference.penalty(np.zeros(1, dtype=np.float32), mix, 1e60).grad_w[0]
+    assert np.isfinite(want)
+    assert np.isclose(grad.item(), want, rtol=1e-3)

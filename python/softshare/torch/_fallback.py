@@ -81,14 +81,16 @@ def forward_torch(
             terms = log_terms(d, offset, inv_var)
             big_l = torch.logsumexp(terms, dim=1)
             gamma = torch.softmax(terms, dim=1)  # max subtracted first: exact for huge terms
-            gd = gamma * d
-            # lam applied in the accumulation dtype: lam beyond float32's range times a
-            # zero gradient is 0, not inf * 0
-            grad[i0 : i0 + _CHUNK] = (lam * (gd * inv_var).sum(dim=1).to(acc_dtype)).to(w.dtype)
+            # gamma * d / var in the accumulation dtype: in float32 a distance near
+            # float32's smallest normal over a wide component underflows to 0 before
+            # lam (up to 1e300) scales it; lam times a zero gradient stays 0, not inf * 0
+            d_acc = d.to(acc_dtype)
+            gd = gamma.to(acc_dtype) * d_acc
+            grad[i0 : i0 + _CHUNK] = (lam * (gd * inv_var_acc).sum(dim=1)).to(w.dtype)
             sum_l += big_l.to(acc_dtype).sum()
             s0 += gamma.to(acc_dtype).sum(dim=0)
-            s1 += gd.to(acc_dtype).sum(dim=0)
-            s2 += (gd * d).to(acc_dtype).sum(dim=0)
+            s1 += gd.sum(dim=0)
+            s2 += (gd * d_acc).sum(dim=0)
         grads.append(grad.reshape(w.shape))
     if lam == 0.0:  # no penalty: exactly 0 everywhere (0 times an infinite sum is NaN)
         zeros = [torch.zeros_like(g) for g in grads]
