@@ -183,20 +183,20 @@ struct DecodeIO {
 // How many of n indices hold each of the k <= 65536 values.
 template <class Index>
 std::vector<std::int64_t> value_tally(const Index* idx, std::int64_t n, std::uint64_t k) {
-    // Four tallies, summed at the end: a run of equal indices (most of a
-    // pruned layer) then increments four counters in turn, not one.
+    // Several tallies (8 for codebooks up to 256 values, else 4), summed at the
+    // end: a run of equal indices (most of a pruned layer) then increments
+    // several counters in turn, not one.
     const auto ku = static_cast<std::size_t>(k);
-    std::vector<std::int64_t> tally(4 * ku);
+    const std::size_t ways = ku <= 256 ? 8 : 4;
+    std::vector<std::int64_t> tally(ways * ku);
+    const auto step = static_cast<std::int64_t>(ways);
     std::int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        ++tally[idx[i]];
-        ++tally[ku + idx[i + 1]];
-        ++tally[2 * ku + idx[i + 2]];
-        ++tally[3 * ku + idx[i + 3]];
+    for (; i + step <= n; i += step) {
+        for (std::size_t w = 0; w < ways; ++w) ++tally[w * ku + idx[i + static_cast<std::int64_t>(w)]];
     }
     for (; i < n; ++i) ++tally[idx[i]];
-    for (std::size_t v = 0; v < ku; ++v) {
-        tally[v] += tally[ku + v] + tally[2 * ku + v] + tally[3 * ku + v];
+    for (std::size_t w = 1; w < ways; ++w) {
+        for (std::size_t v = 0; v < ku; ++v) tally[v] += tally[w * ku + v];
     }
     tally.resize(ku);
     return tally;
