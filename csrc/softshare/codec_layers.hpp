@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "softshare/codec_coder.hpp"
+#include "softshare/codec_fast.hpp"
 #include "softshare/codec_rans.hpp"
 
 namespace softshare {
@@ -220,8 +221,9 @@ std::uint64_t most_frequent(const Index* idx, std::int64_t n, std::uint64_t k) {
     return best;
 }
 
-// Format version 4's fast parts (codec_rans.hpp): the models of a segment's
-// tables (in its adaptive stream) and the rANS coder of its fast parts' cells.
+// Format version 4's fast parts (codec_fast.hpp, codec_rans.hpp): the models of
+// a segment's tables (in its adaptive stream) and the rANS coder of its fast
+// parts' cells.
 struct FastEncode {
     FastModels models;
     RansEncoder rans;
@@ -262,8 +264,9 @@ void live_rows_cols(const Index* SOFTSHARE_RESTRICT idx, std::int64_t r, std::in
 // Codes one layer of r x c indices (encoding when kEncode, else decoding into idx,
 // every element of which it writes). Indices must be below models.k(). Decoding
 // with `counts` (k of them), adds how many indices hold each value. With `fast`
-// (format version 4's fast part, k <= kFastCodebook), the live cells are coded
-// by fast's rANS coder with a table coded here, not one by one adaptively.
+// (format version 4's fast part, k <= kFastCodebook), the rows and columns are
+// flagged where that pays and the live cells are coded by fast's rANS coder
+// with a table coded here, not one by one adaptively.
 template <bool kEncode, class IO, class Index>
 void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t c,
                 std::int64_t* counts = nullptr, FastSide<kEncode>* fast = nullptr) {
@@ -328,19 +331,19 @@ void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t
     }
     if (!kEncode) std::fill(idx, idx + r * c, static_cast<Index>(bg));
     if (fast != nullptr) {
-        const std::size_t k = static_cast<std::size_t>(m.k());
         const auto live = static_cast<std::int64_t>(rows.size() * cols.size());
-        std::vector<std::uint32_t> freq(k);
+        const LiveCells<Index> cells{idx, c, rows, cols, cols.size() == static_cast<std::size_t>(c)};
+        FastTable t;
         if (kEncode) {
             tally[bg] -= r * c - live;  // every cell outside the live ones is the background
-            freq = normalise(tally.data(), k);
+            t = make_fast_table(cells, std::move(tally), bg);
         }
-        code_table<kEncode>(io, fast->models, freq.data(), k, bg);
-        const LiveCells<Index> cells{idx, c, rows, cols, cols.size() == static_cast<std::size_t>(c)};
+        code_fast_table<kEncode>(io, fast->models, t, static_cast<std::size_t>(m.k()), bg,
+                                 rows.size(), cols.size());
         if constexpr (kEncode) {
-            fast->rans.encode(cells, freq.data(), k, fast->out);
+            fast->rans.encode(cells, t, bg, fast->out);
         } else {
-            fast->rans.decode(cells, freq.data(), k, counts);
+            fast->rans.decode(cells, t, bg, counts);
             if (counts != nullptr) counts[bg] += r * c - live;
         }
         return;

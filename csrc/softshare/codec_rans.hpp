@@ -1,15 +1,15 @@
 // Format version 4's coder of a large part's cells (docs/format.md, "Fast parts"):
-// interleaved rANS over one static frequency table per part. Python-free;
-// codec_layers.hpp codes the table (in the part's adaptive stream) and calls it.
+// interleaved rANS with static probabilities (a FastTable per part, which
+// codec_fast.hpp makes and codes in the part's adaptive stream). Python-free.
 //
-// Each cell of the part's live rows and columns is its index, a symbol of the
-// table (frequencies summing to 2^15); the j-th live cell of a row uses state
-// j % 8 of eight interleaved rANS states (64-bit, renormalised 32 bits at a
-// time), so that eight decodes overlap on one core with no table lookup in a
-// dependency chain of more than one state. A part's stream is its eight final
-// states, then the words the encoder emitted, last first: exactly what the
-// decoder reads. The decoder never reads outside its buffer (past its end it
-// reads zeros) and maps any bytes to indices with a non-zero frequency.
+// Each cell of the part's live rows and columns is coded as whether it is the
+// background (its probability set by its row's and its column's class), then,
+// when not, its index (one frequency table); the j-th live cell of a row uses
+// state j % 8 of eight interleaved rANS states (64-bit, renormalised 32 bits
+// at a time), so that eight decodes overlap on one core. A part's stream is
+// its eight final states, then the words the encoder emitted, last first:
+// exactly what the decoder reads. The decoder never reads outside its buffer
+// (past its end it reads zeros) and maps any bytes to indices below k.
 #pragma once
 
 #include <algorithm>
@@ -85,119 +85,6 @@ inline std::vector<std::uint32_t> normalise(const std::int64_t* counts, std::siz
     return freq;
 }
 
-// ---- the table in the part's adaptive stream ---------------------------------------------------
-
-// A fast part's models in its segment's adaptive stream (fresh for each segment).
-struct FastModels {
-    Bit row_flags, col_flags;  // whether the part flags its rows, its columns
-    Tree length{17};           // bit length of a frequency, 0 (absent) to 16
-};
-
-template <class IO>
-int code_flag(IO& io, Bit& m, bool y) {
-    const int got = io.code(y ? 1 : 0, m.p12());
-    m.update(got);
-    return got;
-}
-
-// log2(x) for x >= 1 in 1/256 bits, by integer arithmetic (the same on every machine).
-inline std::int64_t log2_fixed(std::uint64_t x) {
-    const int e = bit_length(x) - 1;
-    std::uint64_t m = e >= 31 ? x >> (e - 31) : x << (31 - e);  // x / 2^e in 1.31 fixed point
-    std::int64_t r = static_cast<std::int64_t>(e) << 8;
-    for (int i = 7; i >= 0; --i) {  // the fraction's bits: squaring doubles the log
-        m = (m * m) >> 31;
-        if (m >= (std::uint64_t{1} << 32)) {
-            m >>= 1;
-            r += std::int64_t{1} << i;
-        }
-    }
-    return r;
-}
-
-// n log2 n in 1/256 bits (0 for n = 0).
-inline std::int64_t nlog2n(std::int64_t n) { return n > 0 ? n * log2_fixed(static_cast<std::uint64_t>(n)) : 0; }
-
-// The encoder's choice for a fast part of r x c cells (tally: how many hold
-// each value; row_live, col_live: the rows and columns that hold another
-// value than b): whether to flag its rows, and (where col_flags came in
-// true) its columns, by the order-0 entropy of the cells then coded plus
-// that of the flags; the first of (rows and columns, rows, columns, neither)
-// that costs least.
-inline void fast_flags(const std::vector<std::int64_t>& tally, std::uint64_t b,
-                       const std::vector<std::uint8_t>& row_live,
-                       const std::vector<std::uint8_t>& col_live, bool& row_flags,
-                       bool& col_flags) {
-    const auto r = static_cast<std::int64_t>(row_live.size());
-    const auto c = static_cast<std::int64_t>(col_live.size());
-    std::int64_t ar = 0, ac = 0;
-    for (const std::uint8_t f : row_live) ar += f;
-    for (const std::uint8_t f : col_live) ac += f;
-    const auto flags_cost = [](std::int64_t n, std::int64_t a) {
-        return nlog2n(n) - nlog2n(a) - nlog2n(n - a);
-    };
-    std::int64_t others = 0, others_nlogn = 0;
-    for (std::size_t v = 0; v < tally.size(); ++v) {
-        if (v == b) continue;
-        others += tally[v];
-        others_nlogn += nlog2n(tally[v]);
-    }
-    const auto cost = [&](bool rows, bool cols) {
-        const std::int64_t live = (rows ? ar : r) * (cols ? ac : c);
-        const std::int64_t background = live - others;
-        std::int64_t total = nlog2n(live) - others_nlogn - nlog2n(background);
-        if (rows) total += flags_cost(r, ar);
-        if (cols) total += flags_cost(c, ac);
-        return total;
-    };
-    const bool may_flag_cols = col_flags;
-    bool best_rows = true, best_cols = may_flag_cols;
-    std::int64_t best = cost(true, may_flag_cols);
-    for (const auto& [rows, cols] : {std::pair<bool, bool>{true, false}, {false, true}, {false, false}}) {
-        if (cols && !may_flag_cols) continue;
-        const std::int64_t here = cost(rows, cols);
-        if (here < best) {
-            best = here;
-            best_rows = rows;
-            best_cols = cols;
-        }
-    }
-    row_flags = best_rows;
-    col_flags = best_cols;
-}
-
-// Codes the frequency of every value but the background b (encoding when kEncode,
-// else decoding into freq): its bit length L (a symbol of 17), then for L >= 2
-// its L - 1 bits below the leading one, raw. The background's is 2^15 minus the
-// others'. Decoding throws std::invalid_argument when they sum to more.
-template <bool kEncode, class IO>
-void code_table(IO& io, FastModels& fm, std::uint32_t* freq, std::size_t k, std::uint64_t b) {
-    std::uint64_t others = 0;
-    for (std::size_t v = 0; v < k; ++v) {
-        if (v == b) continue;
-        const std::uint64_t f = kEncode ? freq[v] : 0;
-        const auto length = static_cast<int>(walk_tree(17, static_cast<std::uint64_t>(bit_length(f)),
-                                                       [&](std::size_t node, int y) {
-            Bit& m = fm.length.node[node];
-            y = io.code(y, m.p12());
-            m.update(y);
-            return y;
-        }));
-        std::uint64_t got = length == 0 ? 0 : std::uint64_t{1} << (length - 1);
-        for (int i = length - 2; i >= 0; --i) {
-            got |= static_cast<std::uint64_t>(io.code(static_cast<int>((f >> i) & 1), 2048)) << i;
-        }
-        if (!kEncode) freq[v] = static_cast<std::uint32_t>(got);
-        others += got;
-    }
-    if (!kEncode) {
-        if (others > kRansTotal) {
-            throw std::invalid_argument("a fast part's frequency table sums to more than 2^15");
-        }
-        freq[b] = static_cast<std::uint32_t>(kRansTotal - others);
-    }
-}
-
 // ---- the cells ---------------------------------------------------------------------------------
 
 // f(integral_constant<size_t, 0>), ..., f(integral_constant<size_t, kRansStates - 1>):
@@ -222,44 +109,74 @@ struct LiveCells {
     bool all_cols;  // cols is 0, 1, ..., c - 1
 };
 
+// How a fast part's cells are coded: each live row and column has a class
+// (0 to kClasses - 1); a cell is the background b with probability
+// 1 - other[row class][column class] / 2^15, and another value v with
+// freq[v] / 2^15 of the rest (freq[b] = 0; the frequencies sum to 2^15).
+constexpr int kClasses = 4;
+struct FastTable {
+    std::vector<std::uint32_t> freq;
+    std::uint32_t other[kClasses][kClasses] = {};
+    std::vector<std::uint8_t> row_class, col_class;  // of the live rows, the live columns
+};
+
 // Appends the rANS stream of one part's live cells to out.
 class RansEncoder {
 public:
     template <class Index>
-    void encode(const LiveCells<Index>& cells, const std::uint32_t* freq, std::size_t k,
+    void encode(const LiveCells<Index>& cells, const FastTable& t, std::uint64_t b,
                 std::vector<std::uint8_t>& out) {
-        Symbol sym[kFastCodebook];
+        Symbol value[kFastCodebook];
         std::uint32_t cum = 0;
-        for (std::size_t v = 0; v < k; ++v) {
-            if (freq[v] > 0) sym[v] = symbol(cum, freq[v]);
-            cum += freq[v];
+        for (std::size_t v = 0; v < t.freq.size(); ++v) {
+            if (t.freq[v] > 0) value[v] = symbol(cum, t.freq[v]);
+            cum += t.freq[v];
+        }
+        Symbol flag[kClasses][kClasses][2];  // [.][.][0]: b, [.][.][1]: another value
+        for (int i = 0; i < kClasses; ++i) {
+            for (int j = 0; j < kClasses; ++j) {
+                const std::uint32_t other = t.other[i][j], same = kRansTotal - other;
+                if (same > 0) flag[i][j][0] = symbol(0, same);
+                if (other > 0) flag[i][j][1] = symbol(same, other);
+            }
         }
         words_.clear();
         std::uint64_t x[kRansStates];
         for (std::uint64_t& st : x) st = kRansLow;
         const std::size_t n = cells.all_cols ? static_cast<std::size_t>(cells.c) : cells.cols.size();
         const std::size_t tail = n % kRansStates;
+        const std::uint8_t* col_class = t.col_class.data();
         for (std::size_t ri = cells.rows.size(); ri-- > 0;) {  // last cell first
             const Index* row = cells.idx + cells.rows[ri] * cells.c;
-            const auto value = [&](std::size_t j) { return row[cells.all_cols ? j : cells.cols[j]]; };
+            const auto& row_flag = flag[t.row_class[ri]];
+            const auto put_cell = [&](std::uint64_t& st, std::size_t j) {
+                const Index v = row[cells.all_cols ? j : cells.cols[j]];
+                const auto& f = row_flag[col_class[j]];
+                if (v != b) {  // the value, then (decoded first) that it is not b
+                    put(st, value[v]);
+                    put(st, f[1]);
+                } else {
+                    put(st, f[0]);
+                }
+            };
             const std::size_t body = n - tail;
             each_state([&](auto st) {  // the row's last cells, states tail - 1 down to 0
                 constexpr std::size_t s = kRansStates - 1 - decltype(st)::value;
-                if (s < tail) put(x[s], sym[value(body + s)]);
+                if (s < tail) put_cell(x[s], body + s);
             });
             for (std::size_t j = body; j > 0; j -= kRansStates) {
                 each_state([&](auto st) {
                     constexpr std::size_t s = kRansStates - 1 - decltype(st)::value;
-                    put(x[s], sym[value(j - kRansStates + s)]);
+                    put_cell(x[s], j - kRansStates + s);
                 });
             }
         }
         const std::size_t at = out.size();
         out.resize(at + 8 * kRansStates + 4 * words_.size());
         std::uint8_t* p = out.data() + at;
-        for (const std::uint64_t s : x) {
-            store32(p, static_cast<std::uint32_t>(s));
-            store32(p + 4, static_cast<std::uint32_t>(s >> 32));
+        for (const std::uint64_t st : x) {
+            store32(p, static_cast<std::uint32_t>(st));
+            store32(p + 4, static_cast<std::uint32_t>(st >> 32));
             p += 8;
         }
         for (std::size_t w = words_.size(); w-- > 0; p += 4) store32(p, words_[w]);
@@ -312,28 +229,33 @@ class RansDecoder {
 public:
     RansDecoder(const std::uint8_t* data, std::size_t size) : data_(data), words_(size / 4) {}
 
-    // Decodes one part's live cells into cells.idx; with counts, adds how many
-    // cells hold each value. Throws std::invalid_argument when the stream ends
-    // before its last value or its states do not end where an encoder starts.
+    // Decodes one part's live cells into cells.idx (t: checked by its decoder);
+    // with counts, adds how many cells hold each value. Throws
+    // std::invalid_argument when the stream ends before its last value or its
+    // states do not end where an encoder starts.
     template <class Index>
-    void decode(const LiveCells<Index>& cells, const std::uint32_t* freq, std::size_t k,
+    void decode(const LiveCells<Index>& cells, const FastTable& t, std::uint64_t b,
                 std::int64_t* counts) {
         Slot fc[kFastCodebook] = {};
         slots_.resize(kRansTotal);
         std::uint32_t at = 0;
-        for (std::size_t v = 0; v < k; ++v) {  // the table sums to 2^15 (code_table checked)
-            fc[v] = Slot{freq[v], at};
-            std::memset(slots_.data() + at, static_cast<int>(v), freq[v]);
-            at += freq[v];
+        for (std::size_t v = 0; v < t.freq.size(); ++v) {  // they sum to 2^15
+            fc[v] = Slot{t.freq[v], at};
+            std::memset(slots_.data() + at, static_cast<int>(v), t.freq[v]);
+            at += t.freq[v];
         }
         std::uint64_t x[kRansStates];
         for (std::uint64_t& s : x) s = next() | (static_cast<std::uint64_t>(next()) << 32);
+        std::vector<std::int64_t> tally(counts != nullptr ? kFastCodebook : 0);
         if (counts == nullptr) {
-            run<false>(cells, x, fc, nullptr);
+            run<false>(cells, t, x, fc, nullptr);
         } else {
-            std::vector<std::int64_t> tally(kRansStates * kFastCodebook);
-            run<true>(cells, x, fc, tally.data());
-            for (std::size_t i = 0; i < tally.size(); ++i) counts[i % kFastCodebook] += tally[i];
+            const std::int64_t others = run<true>(cells, t, x, fc, tally.data());
+            for (std::size_t v = 0; v < t.freq.size(); ++v) counts[v] += tally[v];
+            const auto live = static_cast<std::int64_t>(cells.rows.size()) *
+                              static_cast<std::int64_t>(cells.all_cols ? static_cast<std::size_t>(cells.c)
+                                                                       : cells.cols.size());
+            counts[b] += live - others;
         }
         if (pos_ > words_) throw std::invalid_argument("a fast part ends before its last value");
         for (const std::uint64_t s : x) {
@@ -348,46 +270,60 @@ private:
     struct Slot {  // a value's frequency and first slot
         std::uint32_t f, cum;
     };
+    // Decodes the cells; returns how many are not b (counted only with kCount).
     template <bool kCount, class Index>
-    void run(const LiveCells<Index>& cells, std::uint64_t* x, const Slot* fc, std::int64_t* tally) {
+    std::int64_t run(const LiveCells<Index>& cells, const FastTable& t, std::uint64_t* x,
+                     const Slot* fc, std::int64_t* tally) {
         // Locals, not members: a store of an index (a char type) could alias a member.
         const std::uint8_t* slots = slots_.data();
         const std::uint8_t* const data = data_;
         const std::size_t words = words_;
         std::size_t pos = pos_;
+        std::int64_t others = 0;
+        std::uint32_t same[kClasses][kClasses];
+        for (int i = 0; i < kClasses; ++i) {
+            for (int j = 0; j < kClasses; ++j) same[i][j] = kRansTotal - t.other[i][j];
+        }
+        const std::uint8_t* col_class = t.col_class.data();
         const std::size_t n = cells.all_cols ? static_cast<std::size_t>(cells.c) : cells.cols.size();
-        const auto step = [&](std::uint64_t& s, Index* out, std::size_t state) {
-            const auto slot = static_cast<std::uint32_t>(s & (kRansTotal - 1));
-            const std::uint8_t v = slots[slot];
-            *out = static_cast<Index>(v);
-            if (kCount) ++tally[state * kFastCodebook + v];
-            s = fc[v].f * (s >> kRansBits) + slot - fc[v].cum;
+        const auto renorm = [&](std::uint64_t& s) {
             if (s < kRansLow) s = (s << 32) | word(data, words, pos);
         };
         const std::size_t tail = n % kRansStates, body = n - tail;
         std::uint64_t xs[kRansStates];  // local: the compiler keeps them in registers
         for (std::size_t i = 0; i < kRansStates; ++i) xs[i] = x[i];
-        for (const std::int64_t r : cells.rows) {
-            Index* row = cells.idx + r * cells.c;
-            if (cells.all_cols) {
-                for (std::size_t j = 0; j < body; j += kRansStates) {
-                    each_state([&](auto st) { step(xs[st], row + j + st, st); });
+        for (std::size_t ri = 0; ri < cells.rows.size(); ++ri) {
+            Index* row = cells.idx + cells.rows[ri] * cells.c;
+            const std::uint32_t* row_same = same[t.row_class[ri]];
+            const auto step = [&](std::uint64_t& s, std::size_t j) {
+                const std::uint32_t f0 = row_same[col_class[j]];
+                auto slot = static_cast<std::uint32_t>(s & (kRansTotal - 1));
+                if (slot < f0) {  // b (the cell holds it already)
+                    s = f0 * (s >> kRansBits) + slot;
+                } else {
+                    s = (kRansTotal - f0) * (s >> kRansBits) + slot - f0;
+                    renorm(s);
+                    slot = static_cast<std::uint32_t>(s & (kRansTotal - 1));
+                    const std::uint8_t v = slots[slot];
+                    row[cells.all_cols ? j : cells.cols[j]] = static_cast<Index>(v);
+                    if (kCount) {
+                        ++tally[v];
+                        ++others;
+                    }
+                    s = fc[v].f * (s >> kRansBits) + slot - fc[v].cum;
                 }
-                each_state([&](auto st) {
-                    if (st < tail) step(xs[st], row + body + st, st);
-                });
-            } else {
-                const std::size_t* col = cells.cols.data();
-                for (std::size_t j = 0; j < body; j += kRansStates) {
-                    each_state([&](auto st) { step(xs[st], row + col[j + st], st); });
-                }
-                each_state([&](auto st) {
-                    if (st < tail) step(xs[st], row + col[body + st], st);
-                });
+                renorm(s);
+            };
+            for (std::size_t j = 0; j < body; j += kRansStates) {
+                each_state([&](auto st) { step(xs[st], j + st); });
             }
+            each_state([&](auto st) {
+                if (st < tail) step(xs[st], body + st);
+            });
         }
         for (std::size_t i = 0; i < kRansStates; ++i) x[i] = xs[i];
         pos_ = pos;
+        return others;
     }
     // Word pos (advancing pos) of data's words, little-endian, or 0 past the end.
     static std::uint32_t word(const std::uint8_t* data, std::size_t words, std::size_t& pos) {
