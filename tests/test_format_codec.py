@@ -312,7 +312,7 @@ FROZEN4 = (
 #: in version 4 the bands and the last layer are fast parts).
 FROZEN_SEGMENTS = {
     3: "a65aa0b92cb7c061a8a87794109762e8787e2dff924958bd495880c1bd6671ac",
-    4: "345ba4d2bcc3ce49884dc054a4b7da832a930117823ab92a308744484b78f6d5",
+    4: "81fdf1848b7a1c43e2746dbc4ae9ad07a681345d65ac91eb0226435cca77fd3c",
 }
 
 

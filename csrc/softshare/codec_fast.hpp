@@ -201,12 +201,15 @@ inline std::uint32_t share(std::uint64_t other, std::uint64_t n) {
 }
 
 // The writer's table for a fast part's live cells (tally: the live cells'
-// values): frequencies of the values but b; rows and columns classed by
-// line_class where that pays by the order-0 estimate (counting 2 bytes for
-// every probability and the classes' entropy), else all in class 0.
+// values; row_others, col_others: every row's and column's count of cells
+// that are not b): frequencies of the values but b; rows and columns classed
+// by line_class where that pays by the order-0 estimate (counting 2 bytes a
+// probability and the classes' entropy), else all in class 0. Classing both
+// is weighed only where each pays on its own (it takes a pass over the cells).
 template <class Index>
 FastTable make_fast_table(const LiveCells<Index>& cells, std::vector<std::int64_t> tally,
-                          std::uint64_t b) {
+                          std::uint64_t b, const std::vector<std::int64_t>& row_others,
+                          const std::vector<std::uint32_t>& col_others) {
     FastTable t;
     const std::size_t k = tally.size();
     const std::size_t n_rows = cells.rows.size();
@@ -220,93 +223,108 @@ FastTable make_fast_table(const LiveCells<Index>& cells, std::vector<std::int64_
         t.freq.assign(k, 0);
         t.freq[b == 0 ? 1 : 0] = kRansTotal;
     }
-    // Each row's and column's count of other values, then each row's by column class.
-    std::vector<std::int64_t> row_others(n_rows);
-    std::vector<std::uint32_t> col_others(n_cols);  // at most the part's rows: under 2^32
-    const auto value = [&](const Index* row, std::size_t j) {
-        return row[cells.all_cols ? j : cells.cols[j]];
-    };
-    for (std::size_t ri = 0; ri < n_rows; ++ri) {
-        const Index* row = cells.idx + cells.rows[ri] * cells.c;
-        std::int64_t count = 0;
-        for (std::size_t j = 0; j < n_cols; ++j) {
-            const auto other = static_cast<std::uint32_t>(value(row, j) != static_cast<Index>(b));
-            count += other;
-            col_others[j] += other;
-        }
-        row_others[ri] = count;
-    }
     const auto others = static_cast<std::uint64_t>(all_others);
     std::vector<std::uint8_t> row_class(n_rows), col_class(n_cols);
-    std::int64_t in_row_class[kClasses] = {}, in_col_class[kClasses] = {};
+    std::int64_t in_row[kClasses] = {}, in_col[kClasses] = {};  // lines of each class
+    std::int64_t row_sum[kClasses] = {}, col_sum[kClasses] = {};  // their cells not b
     for (std::size_t ri = 0; ri < n_rows; ++ri) {
-        row_class[ri] = line_class(static_cast<std::uint64_t>(row_others[ri]), n_rows, others);
-        ++in_row_class[row_class[ri]];
+        const auto o = row_others[static_cast<std::size_t>(cells.rows[ri])];
+        row_class[ri] = line_class(static_cast<std::uint64_t>(o), n_rows, others);
+        ++in_row[row_class[ri]];
+        row_sum[row_class[ri]] += o;
     }
     for (std::size_t j = 0; j < n_cols; ++j) {
-        col_class[j] = line_class(col_others[j], n_cols, others);
-        ++in_col_class[col_class[j]];
+        const std::uint32_t o = col_others[cells.all_cols ? j : cells.cols[j]];
+        col_class[j] = line_class(o, n_cols, others);
+        ++in_col[col_class[j]];
+        col_sum[col_class[j]] += o;
     }
-    // others_by[i][j]: cells of row class i and column class j that are not b.
-    std::int64_t others_by[kClasses][kClasses] = {};
-    for (std::size_t ri = 0; ri < n_rows; ++ri) {
-        const Index* row = cells.idx + cells.rows[ri] * cells.c;
-        for (std::size_t j0 = 0; j0 < n_cols; j0 += 65535) {  // four 16-bit counters in one word
-            std::uint64_t packed = 0;
-            const std::size_t j1 = std::min(n_cols, j0 + 65535);
-            for (std::size_t j = j0; j < j1; ++j) {
-                packed += static_cast<std::uint64_t>(value(row, j) != static_cast<Index>(b))
-                          << (16 * col_class[j]);
-            }
-            for (int j = 0; j < kClasses; ++j) {
-                others_by[row_class[ri]][j] += static_cast<std::int64_t>((packed >> (16 * j)) & 0xffff);
-            }
+    const auto rows_n = static_cast<std::int64_t>(n_rows), cols_n = static_cast<std::int64_t>(n_cols);
+    // o[i][j]: cells of row class i and column class j that are not b, n[i][j]
+    // all of them, for rows alone classed (j = 0) or columns alone (i = 0).
+    const auto by_one = [&](bool by_row, std::int64_t (&o)[kClasses][kClasses],
+                            std::int64_t (&n)[kClasses][kClasses]) {
+        for (int i = 0; i < kClasses; ++i) {
+            o[by_row ? i : 0][by_row ? 0 : i] = by_row ? row_sum[i] : col_sum[i];
+            n[by_row ? i : 0][by_row ? 0 : i] = by_row ? in_row[i] * cols_n : in_col[i] * rows_n;
         }
-    }
-    // The cost of each choice: classed rows and/or columns, or all in class 0.
-    const auto cost = [&](bool by_row, bool by_col) {
+    };
+    const auto cost = [&](const std::int64_t (&o)[kClasses][kClasses],
+                          const std::int64_t (&n)[kClasses][kClasses], bool by_row, bool by_col) {
         std::int64_t bits = 0;
-        for (int i = 0; i < (by_row ? kClasses : 1); ++i) {
-            for (int j = 0; j < (by_col ? kClasses : 1); ++j) {
-                std::int64_t n = 0, o = 0;
-                for (int ii = 0; ii < kClasses; ++ii) {
-                    for (int jj = 0; jj < kClasses; ++jj) {
-                        if ((by_row && ii != i) || (by_col && jj != j)) continue;
-                        n += in_row_class[ii] * in_col_class[jj];
-                        o += others_by[ii][jj];
-                    }
-                }
-                if (n > 0) bits += split_bits(n, o) + 16 * 256;
+        for (int i = 0; i < kClasses; ++i) {
+            for (int j = 0; j < kClasses; ++j) {
+                if (n[i][j] > 0) bits += split_bits(n[i][j], o[i][j]) + 16 * 256;
             }
         }
-        if (by_row) bits += classes_bits(in_row_class, static_cast<std::int64_t>(n_rows));
-        if (by_col) bits += classes_bits(in_col_class, static_cast<std::int64_t>(n_cols));
+        if (by_row) bits += classes_bits(in_row, rows_n);
+        if (by_col) bits += classes_bits(in_col, cols_n);
         return bits;
     };
-    bool by_row = true, by_col = true;
-    std::int64_t best = cost(true, true);
-    for (const auto& [r, c] : {std::pair<bool, bool>{true, false}, {false, true}, {false, false}}) {
-        const std::int64_t here = cost(r, c);
-        if (here < best) {
-            best = here;
-            by_row = r;
-            by_col = c;
+    std::int64_t none_o[kClasses][kClasses] = {}, none_n[kClasses][kClasses] = {};
+    none_o[0][0] = all_others;
+    none_n[0][0] = rows_n * cols_n;
+    std::int64_t row_o[kClasses][kClasses] = {}, row_n[kClasses][kClasses] = {};
+    std::int64_t col_o[kClasses][kClasses] = {}, col_n[kClasses][kClasses] = {};
+    by_one(true, row_o, row_n);
+    by_one(false, col_o, col_n);
+    const std::int64_t none_bits = cost(none_o, none_n, false, false);
+    const std::int64_t row_bits = cost(row_o, row_n, true, false);
+    const std::int64_t col_bits = cost(col_o, col_n, false, true);
+    bool by_row = false, by_col = false;
+    const std::int64_t(*o)[kClasses] = none_o;
+    std::int64_t best = none_bits;
+    if (row_bits < best) {
+        best = row_bits;
+        by_row = true;
+        o = row_o;
+    }
+    if (col_bits < best) {
+        best = col_bits;
+        by_row = false;
+        by_col = true;
+        o = col_o;
+    }
+    std::int64_t both_o[kClasses][kClasses] = {}, both_n[kClasses][kClasses] = {};
+    if (row_bits < none_bits && col_bits < none_bits) {
+        // A pass over the cells: each row's count by column class, four 16-bit
+        // counters in one word (a column's bit in its class's counter).
+        std::vector<std::uint64_t> col_bit(n_cols);
+        for (std::size_t j = 0; j < n_cols; ++j) col_bit[j] = std::uint64_t{1} << (16 * col_class[j]);
+        for (std::size_t ri = 0; ri < n_rows; ++ri) {
+            const Index* row = cells.idx + cells.rows[ri] * cells.c;
+            for (std::size_t j0 = 0; j0 < n_cols; j0 += 65535) {
+                std::uint64_t packed = 0;
+                const std::size_t j1 = std::min(n_cols, j0 + 65535);
+                if (cells.all_cols) {
+                    for (std::size_t j = j0; j < j1; ++j) {
+                        packed += col_bit[j] & (0 - static_cast<std::uint64_t>(row[j] != static_cast<Index>(b)));
+                    }
+                } else {
+                    for (std::size_t j = j0; j < j1; ++j) {
+                        packed += col_bit[j] &
+                                  (0 - static_cast<std::uint64_t>(row[cells.cols[j]] != static_cast<Index>(b)));
+                    }
+                }
+                for (int j = 0; j < kClasses; ++j) {
+                    both_o[row_class[ri]][j] += static_cast<std::int64_t>((packed >> (16 * j)) & 0xffff);
+                }
+            }
+        }
+        for (int i = 0; i < kClasses; ++i) {
+            for (int j = 0; j < kClasses; ++j) both_n[i][j] = in_row[i] * in_col[j];
+        }
+        if (cost(both_o, both_n, true, true) < best) {
+            by_row = by_col = true;
+            o = both_o;
         }
     }
+    const std::int64_t(*n)[kClasses] = by_row && by_col ? both_n : by_row ? row_n : by_col ? col_n : none_n;
     t.row_class = by_row ? std::move(row_class) : std::vector<std::uint8_t>(n_rows);
     t.col_class = by_col ? std::move(col_class) : std::vector<std::uint8_t>(n_cols);
     for (int i = 0; i < kClasses; ++i) {
         for (int j = 0; j < kClasses; ++j) {
-            std::int64_t n = 0, o = 0;
-            for (int ii = 0; ii < kClasses; ++ii) {
-                for (int jj = 0; jj < kClasses; ++jj) {
-                    if ((by_row && ii != i) || (by_col && jj != j)) continue;
-                    if ((!by_row && i != 0) || (!by_col && j != 0)) continue;
-                    n += in_row_class[ii] * in_col_class[jj];
-                    o += others_by[ii][jj];
-                }
-            }
-            t.other[i][j] = share(static_cast<std::uint64_t>(o), static_cast<std::uint64_t>(n));
+            t.other[i][j] = share(static_cast<std::uint64_t>(o[i][j]), static_cast<std::uint64_t>(n[i][j]));
         }
     }
     return t;

@@ -261,6 +261,24 @@ void live_rows_cols(const Index* SOFTSHARE_RESTRICT idx, std::int64_t r, std::in
     }
 }
 
+// row_others[i], col_others[j]: how many cells of row i, of column j of idx
+// (r x c, at most 2^32 - 1 rows) are not bg (col_others zeroed before).
+template <class Index>
+void count_rows_cols(const Index* SOFTSHARE_RESTRICT idx, std::int64_t r, std::int64_t c, Index bg,
+                     std::int64_t* SOFTSHARE_RESTRICT row_others,
+                     std::uint32_t* SOFTSHARE_RESTRICT col_others) {
+    for (std::int64_t i = 0; i < r; ++i) {
+        const Index* SOFTSHARE_RESTRICT row = idx + i * c;
+        std::int64_t count = 0;
+        for (std::int64_t j = 0; j < c; ++j) {
+            const auto other = static_cast<std::uint32_t>(row[j] != bg);
+            count += other;
+            col_others[j] += other;
+        }
+        row_others[i] = count;
+    }
+}
+
 // Codes one layer of r x c indices (encoding when kEncode, else decoding into idx,
 // every element of which it writes). Indices must be below models.k(). Decoding
 // with `counts` (k of them), adds how many indices hold each value. With `fast`
@@ -289,7 +307,17 @@ void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t
     const std::uint64_t bg = m.background(io, top);
     std::vector<std::uint8_t> row_live(static_cast<std::size_t>(r));
     std::vector<std::uint8_t> col_live(static_cast<std::size_t>(c));
-    if (kEncode) live_rows_cols(idx, r, c, static_cast<Index>(bg), row_live.data(), col_live.data());
+    std::vector<std::int64_t> row_others;  // a fast part's: each row's and column's cells not bg
+    std::vector<std::uint32_t> col_others;
+    if (kEncode && fast != nullptr) {
+        row_others.resize(static_cast<std::size_t>(r));
+        col_others.resize(static_cast<std::size_t>(c));
+        count_rows_cols(idx, r, c, static_cast<Index>(bg), row_others.data(), col_others.data());
+        for (std::size_t i = 0; i < row_live.size(); ++i) row_live[i] = row_others[i] > 0;
+        for (std::size_t j = 0; j < col_live.size(); ++j) col_live[j] = col_others[j] > 0;
+    } else if (kEncode) {
+        live_rows_cols(idx, r, c, static_cast<Index>(bg), row_live.data(), col_live.data());
+    }
     bool row_flags = true;
     bool col_flags = r > 1 && c > 1;  // else every column is live, or c == 1
     if (fast != nullptr) {  // a fast part flags its rows and columns where that pays
@@ -336,7 +364,7 @@ void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t
         FastTable t;
         if (kEncode) {
             tally[bg] -= r * c - live;  // every cell outside the live ones is the background
-            t = make_fast_table(cells, std::move(tally), bg);
+            t = make_fast_table(cells, std::move(tally), bg, row_others, col_others);
         }
         code_fast_table<kEncode>(io, fast->models, t, static_cast<std::size_t>(m.k()), bg,
                                  rows.size(), cols.size());
