@@ -5,7 +5,7 @@
 // Checks the raw-pointer contract (dtypes, shapes, index range); the file's own
 // checks (limits, checksums, names) live in python/softshare/compress/_format.
 // Inputs are checked and outputs allocated with the GIL held; the coding runs
-// with the GIL released, format version 3's segments on OpenMP threads.
+// with the GIL released, format versions 3 and 4's segments on OpenMP threads.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -42,8 +42,8 @@ void check_codebook_size(std::uint64_t k) {
 }
 
 void check_version(int version) {
-    if (version < 1 || version > 3) {
-        throw std::invalid_argument("format version must be 1, 2 or 3, got " +
+    if (version < 1 || version > 4) {
+        throw std::invalid_argument("format version must be 1, 2, 3 or 4, got " +
                                     std::to_string(version));
     }
 }
@@ -78,24 +78,6 @@ int codec_threads(int n_threads, std::size_t work) {
                                                   work));
 }
 
-// Codes rows [row0, row0 + rows) of a layer of `cols` columns at `data` (width bytes per index).
-// (counts: code_layer's, when decoding.)
-template <bool kEncode, class IO>
-void code_part(IO& io, sc::LayerModels& models, void* data, int width, std::int64_t row0,
-               std::int64_t rows, std::int64_t cols, std::int64_t* counts = nullptr) {
-    const std::int64_t at = row0 * cols;
-    if (width == 1) {
-        sc::code_layer<kEncode>(io, models, static_cast<std::uint8_t*>(data) + at, rows, cols,
-                                counts);
-    } else if (width == 2) {
-        sc::code_layer<kEncode>(io, models, static_cast<std::uint16_t*>(data) + at, rows, cols,
-                                counts);
-    } else {
-        sc::code_layer<kEncode>(io, models, static_cast<std::uint32_t*>(data) + at, rows, cols,
-                                counts);
-    }
-}
-
 // decode_layers counts the values itself for codebooks up to this size (a
 // tally per segment); larger ones are counted by the caller.
 constexpr std::uint64_t kCountedCodebook = 256;
@@ -114,22 +96,14 @@ std::int64_t first_at_least(const Index* p, std::int64_t n, std::uint64_t k) {
     return j;
 }
 
-void write_varint(std::vector<std::uint8_t>& out, std::uint64_t v) {
-    do {
-        out.push_back(static_cast<std::uint8_t>((v & 127) | (v > 127 ? 128 : 0)));
-        v >>= 7;
-    } while (v);
-}
-
 py::tuple encode_layers(const std::vector<py::array>& layers, const Shapes& shapes,
                         std::uint64_t k, int version, int n_threads) {
     check_codebook_size(k);
     check_version(version);
     if (layers.size() != shapes.size()) throw std::invalid_argument("one shape per layer");
-    std::vector<int> widths;
-    std::vector<void*> ptrs;
+    std::vector<sc::LayerData> data_of;
     for (std::size_t i = 0; i < layers.size(); ++i) {
-        widths.push_back(index_width(layers[i], i));
+        const int width = index_width(layers[i], i);
         const std::int64_t n = checked_size(shapes[i], i);
         if (n != layers[i].shape(0)) {
             throw std::invalid_argument("layers[" + std::to_string(i) +
@@ -143,13 +117,13 @@ py::tuple encode_layers(const std::vector<py::array>& layers, const Shapes& shap
                                         "] = " + std::to_string(idx[j]) + " is not below " +
                                         std::to_string(k));
         };
-        if (widths[i] == 1) run(static_cast<const std::uint8_t*>(p));
-        else if (widths[i] == 2) run(static_cast<const std::uint16_t*>(p));
+        if (width == 1) run(static_cast<const std::uint8_t*>(p));
+        else if (width == 2) run(static_cast<const std::uint16_t*>(p));
         else run(static_cast<const std::uint32_t*>(p));
-        ptrs.push_back(const_cast<void*>(p));  // read only: code_layer<true> writes nothing
+        // read only: code_layer<true> writes nothing
+        data_of.push_back(sc::LayerData{const_cast<void*>(p), width, shapes[i].second});
     }
-    const sc::SegmentPlan plan =
-        version == 3 ? sc::plan_segments(shapes, k) : sc::SegmentPlan{};
+    const sc::SegmentPlan plan = version >= 3 ? sc::plan_segments(shapes, k) : sc::SegmentPlan{};
     const std::size_t n_seg = plan.segments.size();
     const int threads = codec_threads(n_threads, n_seg);
     std::vector<std::uint8_t> out;
@@ -161,8 +135,7 @@ py::tuple encode_layers(const std::vector<py::array>& layers, const Shapes& shap
             sc::LayerModels models(k);
             sc::EncodeIO io{enc};
             for (std::size_t i = 0; i < layers.size(); ++i) {
-                code_part<true>(io, models, ptrs[i], widths[i], 0, shapes[i].first,
-                                shapes[i].second);
+                sc::code_part<true>(io, models, data_of[i], sc::Part{i, 0, shapes[i].first});
                 ends[i] = enc.size();
             }
             out = enc.finish();
@@ -173,21 +146,8 @@ py::tuple encode_layers(const std::vector<py::array>& layers, const Shapes& shap
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
             for (std::int64_t s = 0; s < static_cast<std::int64_t>(n_seg); ++s) {
                 try {
-                    const auto [begin, end] = plan.segments[static_cast<std::size_t>(s)];
-                    sc::Encoder enc;
-                    sc::LayerModels models(k);
-                    sc::EncodeIO io{enc};
-                    std::size_t before = 0;
-                    for (std::size_t p = begin; p < end; ++p) {
-                        const sc::Part& part = plan.parts[p];
-                        code_part<true>(io, models, ptrs[part.layer], widths[part.layer],
-                                        part.row0, part.rows, shapes[part.layer].second);
-                        part_bytes[p] = enc.size() - before;
-                        before = enc.size();
-                    }
-                    auto& stream = streams[static_cast<std::size_t>(s)];
-                    stream = enc.finish();
-                    part_bytes[end - 1] += stream.size() - before;  // the flush
+                    const auto su = static_cast<std::size_t>(s);
+                    streams[su] = sc::encode_segment(plan, su, data_of, k, version, part_bytes);
                 } catch (...) {  // std::bad_alloc: no exception may leave the region
                     failed = true;
                 }
@@ -197,7 +157,7 @@ py::tuple encode_layers(const std::vector<py::array>& layers, const Shapes& shap
             std::size_t total = 0;
             for (const auto& stream : streams) total += stream.size();
             out.reserve(total + 10 * n_seg);
-            for (std::size_t s = 0; s + 1 < n_seg; ++s) write_varint(out, streams[s].size());
+            for (std::size_t s = 0; s + 1 < n_seg; ++s) sc::put_varint(out, streams[s].size());
             for (const auto& stream : streams) out.insert(out.end(), stream.begin(), stream.end());
             std::size_t sum = 0;
             for (std::size_t p = 0, i = 0; i < layers.size(); ++i) {
@@ -210,7 +170,7 @@ py::tuple encode_layers(const std::vector<py::array>& layers, const Shapes& shap
     return py::make_tuple(data, ends);
 }
 
-// Format version 3's segment table: every segment's [offset, offset + length)
+// Format versions 3 and 4's segment table: every segment's [offset, offset + length)
 // in the layer stream. A ValueError when it does not fit the stream.
 std::vector<std::pair<std::size_t, std::size_t>> read_segments(const std::uint8_t* data,
                                                                std::size_t size,
@@ -266,16 +226,16 @@ py::tuple decode_layers(const py::bytes& data, const Shapes& shapes, std::uint64
     }
     const std::string_view bytes = data;  // held by the caller's object
     const auto* base = reinterpret_cast<const std::uint8_t*>(bytes.data());
-    const sc::SegmentPlan plan = version == 3 ? sc::plan_segments(shapes, k) : sc::SegmentPlan{};
+    const sc::SegmentPlan plan = version >= 3 ? sc::plan_segments(shapes, k) : sc::SegmentPlan{};
     const std::size_t n_seg = plan.segments.size();
-    const auto seg = version == 3 ? read_segments(base, bytes.size(), n_seg)
+    const auto seg = version >= 3 ? read_segments(base, bytes.size(), n_seg)
                                   : std::vector<std::pair<std::size_t, std::size_t>>{};
     py::list arrays;
-    std::vector<void*> ptrs;
+    std::vector<sc::LayerData> data_of;
     for (std::size_t i = 0; i < shapes.size(); ++i) {
         py::array a(dt, std::vector<py::ssize_t>{
                             static_cast<py::ssize_t>(shapes[i].first * shapes[i].second)});
-        ptrs.push_back(a.mutable_data());
+        data_of.push_back(sc::LayerData{a.mutable_data(), width, shapes[i].second});
         arrays.append(a);
     }
     const int threads = codec_threads(n_threads, n_seg);
@@ -283,9 +243,7 @@ py::tuple decode_layers(const py::bytes& data, const Shapes& shapes, std::uint64
     const bool counting = want_counts && k >= 1 && k <= kCountedCodebook;
     const auto ku = static_cast<std::size_t>(k);
     std::vector<std::int64_t> tally(counting ? ku * std::max<std::size_t>(n_seg, 1) : 0);
-    bool overrun = false;
-    std::vector<std::uint8_t> seg_overrun(n_seg);
-    std::vector<std::size_t> seg_extra(n_seg);  // bytes beyond a segment's values
+    std::string error;  // the first segment's (a stream that ends early before any other)
     {
         py::gil_scoped_release release;
         if (version < 3) {
@@ -293,35 +251,33 @@ py::tuple decode_layers(const py::bytes& data, const Shapes& shapes, std::uint64
             sc::LayerModels models(k);
             sc::DecodeIO io{dec};
             for (std::size_t i = 0; i < shapes.size(); ++i) {
-                code_part<false>(io, models, ptrs[i], width, 0, shapes[i].first,
-                                 shapes[i].second, counting ? tally.data() : nullptr);
+                sc::code_part<false>(io, models, data_of[i], sc::Part{i, 0, shapes[i].first},
+                                     counting ? tally.data() : nullptr);
                 ends[i] = dec.shifted();
             }
-            overrun = dec.overrun();
+            if (dec.overrun()) error = sc::kEndsEarly;
         } else {
             std::vector<std::size_t> part_bytes(plan.parts.size());
+            std::vector<std::string> seg_error(n_seg);
+            std::atomic<bool> failed{false};
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
             for (std::int64_t s = 0; s < static_cast<std::int64_t>(n_seg); ++s) {
-                const auto [begin, end] = plan.segments[static_cast<std::size_t>(s)];
-                const auto [offset, length] = seg[static_cast<std::size_t>(s)];
-                sc::Decoder dec(base + offset, length);
-                sc::LayerModels models(k);
-                sc::DecodeIO io{dec};
-                std::size_t before = 0;
-                for (std::size_t p = begin; p < end; ++p) {
-                    const sc::Part& part = plan.parts[p];
-                    code_part<false>(io, models, ptrs[part.layer], width, part.row0, part.rows,
-                                     shapes[part.layer].second,
-                                     counting ? tally.data() + static_cast<std::size_t>(s) * ku
-                                              : nullptr);
-                    part_bytes[p] = dec.shifted() - before;
-                    before = dec.shifted();
-                }
                 const auto su = static_cast<std::size_t>(s);
-                seg_overrun[su] = dec.overrun();
-                seg_extra[su] = dec.overrun() ? 0 : length - before;
-                part_bytes[end - 1] += seg_extra[su];  // the flush
+                const auto [offset, length] = seg[su];
+                try {
+                    sc::decode_segment(plan, su, base + offset, length, data_of, k, version,
+                                       counting ? tally.data() + su * ku : nullptr, part_bytes);
+                } catch (const std::invalid_argument& e) {
+                    seg_error[su] = e.what();
+                } catch (...) {  // std::bad_alloc: no exception may leave the region
+                    failed = true;
+                }
             }
+            if (failed) throw std::bad_alloc();
+            for (const std::string& e : seg_error) {  // as versions 1 and 2: ends early first
+                if (e == sc::kEndsEarly) error = e;
+            }
+            for (std::size_t s = 0; s < n_seg && error.empty(); ++s) error = seg_error[s];
             std::size_t sum = 0;
             for (std::size_t p = 0, i = 0; i < shapes.size(); ++i) {
                 for (; p < plan.parts.size() && plan.parts[p].layer == i; ++p) sum += part_bytes[p];
@@ -329,17 +285,7 @@ py::tuple decode_layers(const py::bytes& data, const Shapes& shapes, std::uint64
             }
         }
     }
-    for (std::size_t s = 0; s < n_seg; ++s) overrun = overrun || seg_overrun[s];
-    if (overrun) {
-        throw std::invalid_argument(
-            "the layer data ends before its last value (truncated or corrupt)");
-    }
-    for (std::size_t s = 0; s < n_seg; ++s) {
-        if (seg_extra[s] > 1) {
-            throw std::invalid_argument("segment " + std::to_string(s) + " of the layer data holds " +
-                                        std::to_string(seg_extra[s]) + " bytes beyond its values");
-        }
-    }
+    if (!error.empty()) throw std::invalid_argument(error);
     if (!want_counts) return py::make_tuple(arrays, ends);
     if (!counting) return py::make_tuple(arrays, ends, py::none());
     py::array_t<std::int64_t> counts(static_cast<py::ssize_t>(ku));
@@ -364,15 +310,16 @@ void register_codec(py::module_& mod) {
     mod.def("encode_layers", &encode_layers, py::arg("layers"), py::arg("shapes"), py::arg("k"),
             py::arg("version") = 1, py::arg("n_threads") = 0,
             "Entropy-code index layers (1-D uint8/16/32, shapes (rows, cols), indices below k) "
-            "into a layer stream of a format version: 1 and 2 one stream, 3 segments (coded on "
-            "n_threads threads, 0 OpenMP's default; the same bytes for any count). Returns "
+            "into a layer stream of a format version: 1 and 2 one stream, 3 and 4 segments (coded "
+            "on n_threads threads, 0 OpenMP's default; the same bytes for any count), 4 with "
+            "large parts' cells by rANS. Returns "
             "(bytes, the layers' cumulative bytes: the stream's size after each layer, "
-            "version 3's segment table not counted).");
+            "versions 3 and 4's segment table not counted).");
     mod.def("decode_layers", &decode_layers, py::arg("data"), py::arg("shapes"), py::arg("k"),
             py::arg("version") = 1, py::arg("n_threads") = 0, py::arg("counts") = false,
             "Decode encode_layers' stream: returns (1-D index arrays, the layers' cumulative "
             "bytes as encode_layers gives them), and with counts=True a third item: how many "
-            "indices hold each of the k values (int64), or None for k over 256. Version 3 also refuses a segment table that "
+            "indices hold each of the k values (int64), or None for k over 256. Versions 3 and 4 also refuse a segment table that "
             "does not fit the data and a segment with more than one byte beyond its values.");
     py::class_<sc::StreamEncoder>(mod, "StreamEncoder",
                                   "Adaptive bits, symbols and integers, encoded.")

@@ -45,7 +45,7 @@ def _layers(draw: st.DrawFn) -> tuple[list[np.ndarray], list[tuple[int, int]], i
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_layers(), st.sampled_from([1, 3]))
+@given(_layers(), st.sampled_from([1, 3, 4]))
 def test_layers_round_trip(
     case: tuple[list[np.ndarray], list[tuple[int, int]], int], version: int
 ) -> None:
@@ -67,7 +67,7 @@ def test_layers_round_trip(
         assert counts is not None
         expected = sum((np.bincount(a, minlength=k) for a in layers), np.zeros(k, np.int64))
         np.testing.assert_array_equal(counts, expected)
-    if version == 3 and shapes:  # one segment: version 1's stream
+    if version >= 3 and shapes:  # one segment without fast parts: version 1's stream
         assert data == _core.encode_layers(layers, shapes, k, 1)[0]
 
 
@@ -85,21 +85,22 @@ def _segmented(k: int = 17, seed: int = 3) -> list[np.ndarray]:
     return out
 
 
-def test_segments_are_the_same_bytes_on_any_thread_count() -> None:
+@pytest.mark.parametrize("version", [3, 4])
+def test_segments_are_the_same_bytes_on_any_thread_count(version: int) -> None:
     layers = _segmented()
-    data, ends = _core.encode_layers(layers, SEGMENTED, 17, 3, 1)
+    data, ends = _core.encode_layers(layers, SEGMENTED, 17, version, 1)
     for threads in (2, 3, 8):
-        assert _core.encode_layers(layers, SEGMENTED, 17, 3, threads) == (data, ends)
+        assert _core.encode_layers(layers, SEGMENTED, 17, version, threads) == (data, ends)
     for threads in (1, 2, 8):
-        decoded, read, counts = _core.decode_layers(data, SEGMENTED, 17, 3, threads, True)
+        decoded, read, counts = _core.decode_layers(data, SEGMENTED, 17, version, threads, True)
         assert read == ends
         assert counts is not None
         assert counts.tolist() == np.bincount(np.concatenate(layers), minlength=17).tolist()
         for a, b in zip(decoded, layers):
             np.testing.assert_array_equal(a, b)
     single, _ = _core.encode_layers(layers, SEGMENTED, 17, 1)
-    assert len(data) < 1.01 * len(single)  # fresh models cost little
-    assert hashlib.sha256(data).hexdigest() == FROZEN_SEGMENTS
+    assert len(data) < 1.01 * len(single)  # fresh models (version 4: tables) cost little
+    assert hashlib.sha256(data).hexdigest() == FROZEN_SEGMENTS[version]
 
 
 def test_a_segment_table_that_does_not_fit_is_refused() -> None:
@@ -116,8 +117,8 @@ def test_a_segment_table_that_does_not_fit_is_refused() -> None:
             _core.decode_layers(bad, SEGMENTED, 17, 3)
     with pytest.raises(ValueError, match="no segment"):
         _core.decode_layers(b"\x00", [], 17, 3)
-    with pytest.raises(ValueError, match="format version must be 1, 2 or 3"):
-        _core.decode_layers(data, SEGMENTED, 17, 4)
+    with pytest.raises(ValueError, match="format version must be 1, 2, 3 or 4"):
+        _core.decode_layers(data, SEGMENTED, 17, 5)
 
 
 def test_any_segmented_bytes_decode_without_a_crash() -> None:
@@ -293,15 +294,26 @@ FROZEN = (
     "f3c8a1c9ffffffb5edd75994a12c5faccb954a7a63867a5ac0a018bd9e25d75f6c60f6859d734864e91b0da1"
     "15a60764da468af37b"
 )
-#: ... and in version 3 (one segment: version 1's layer stream, the header one bit longer).
+#: ... in version 3 (one segment: version 1's layer stream, the header one bit longer) ...
 FROZEN3 = (
     "5357530360f9df7ee0854389997f4ddff38c504af583fe138875fe5ce3629aa08b826936d272933a657fffff"
     "ffdcfbb876fffffdb774dfffffffff24d782fef7fffffe3e91e0d5ffffff3b300fffffffffdadd168effffff"
     "f3c8a1c9ffffffb5edd759950d8dc5ca12cb954a7a63867a5ac0a018bd9e25d75f6c60f6859d734864e91b0d"
     "a115a60764da468af37b"
 )
-#: The SHA-256 of test_segments_are_the_same_bytes_on_any_thread_count's stream (3 segments).
-FROZEN_SEGMENTS = "a65aa0b92cb7c061a8a87794109762e8787e2dff924958bd495880c1bd6671ac"
+#: ... and in version 4 (no fast part: version 3's bytes but the version and the header's CRC).
+FROZEN4 = (
+    "5357530460f9df7ee0854389997f4ddff38c504af583fe138875fe5ce3629aa08b826936d272933a657fffff"
+    "ffdcfbb876fffffdb774dfffffffff24d782fef7fffffe3e91e0d5ffffff3b300fffffffffdadd168effffff"
+    "f3c8a1c9ffffffb5edd759950d6929e3ddcb954a7a63867a5ac0a018bd9e25d75f6c60f6859d734864e91b0d"
+    "a115a60764da468af37b"
+)
+#: The SHA-256 of test_segments_are_the_same_bytes_on_any_thread_count's streams (3 segments;
+#: in version 4 the bands and the last layer are fast parts).
+FROZEN_SEGMENTS = {
+    3: "a65aa0b92cb7c061a8a87794109762e8787e2dff924958bd495880c1bd6671ac",
+    4: "81fdf1848b7a1c43e2746dbc4ae9ad07a681345d65ac91eb0226435cca77fd3c",
+}
 
 
 def test_the_bytes_of_a_small_file_are_frozen(
@@ -312,13 +324,14 @@ def test_the_bytes_of_a_small_file_are_frozen(
     w = rng.normal(0, 0.4, (20, 12)) * (rng.random((20, 12)) < 0.3)
     layers = {"fc1.weight": w.astype(np.float32), "fc1.bias": np.zeros(20, np.float32)}
     compress.write_file(tmp_path / "m.sws", layers, mix, keep_mixture=True)
-    assert (tmp_path / "m.sws").read_bytes().hex() == FROZEN3
-    with monkeypatch.context() as m:
-        m.setattr(_format_model, "VERSION", 1)
-        compress.write_file(tmp_path / "m1.sws", layers, mix, keep_mixture=True)
-    assert (tmp_path / "m1.sws").read_bytes().hex() == FROZEN
+    assert (tmp_path / "m.sws").read_bytes().hex() == FROZEN4
+    for version, frozen in ((1, FROZEN), (3, FROZEN3)):
+        with monkeypatch.context() as m:
+            m.setattr(_format_model, "VERSION", version)
+            compress.write_file(tmp_path / "old.sws", layers, mix, keep_mixture=True)
+        assert (tmp_path / "old.sws").read_bytes().hex() == frozen
     expected, _ = compress.quantize(list(layers.values()), mix)
-    for frozen in (FROZEN, FROZEN3):  # both versions read back
+    for frozen in (FROZEN, FROZEN3, FROZEN4):  # every version reads back
         (tmp_path / "old.sws").write_bytes(bytes.fromhex(frozen))
         for got, want in zip(compress.read_file(tmp_path / "old.sws").values(), expected):
             np.testing.assert_array_equal(got, want)

@@ -78,7 +78,7 @@ def test_exact_tensors_are_stored_as_they_are(tmp_path: Path) -> None:
     }
     net = compress.quantize_network({"w": np.linspace(-0.5, 0.5, 11)}, _mixture(), exact=exact)
     written = compress.write_file(tmp_path / "e.sws", net)
-    assert (tmp_path / "e.sws").read_bytes()[3] == 3  # format version 3 (exact tensors as in 2)
+    assert (tmp_path / "e.sws").read_bytes()[3] == 4  # format version 4 (exact tensors as in 2)
     back = compress.read_file(tmp_path / "e.sws")
     for name, arr in exact.items():
         assert back[name].dtype == arr.dtype
@@ -87,7 +87,7 @@ def test_exact_tensors_are_stored_as_they_are(tmp_path: Path) -> None:
     assert written.exact_bytes["bn.running_mean"] == 12
     assert "bn.running_mean (exact)" in compress.inspect_file(tmp_path / "e.sws").to_markdown()
     plain = compress.write_file(tmp_path / "p.sws", {"w": np.zeros(3)}, _mixture())
-    assert (tmp_path / "p.sws").read_bytes()[3] == 3  # nothing exact: version 3 too
+    assert (tmp_path / "p.sws").read_bytes()[3] == 4  # nothing exact: version 4 too
     assert plain.exact_bytes == {}
     with pytest.raises(ValueError, match="both quantized layers and exact tensors"):
         compress.quantize_network({"w": np.zeros(2)}, _mixture(), exact={"w": np.zeros(2)})

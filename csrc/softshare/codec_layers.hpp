@@ -6,20 +6,22 @@
 // other cell (a binary tree; the layer's own models and file-wide ones,
 // mixed). Bits that the flags imply are not coded.
 //
-// Format versions 1 and 2 code all layers in one stream; version 3 cuts them
-// into segments (plan_segments) of about kSegmentCells cells, each its own
-// stream with fresh models, which threads code independently.
-// Python-free; bind_codec.cpp binds it.
+// Format versions 1 and 2 code all layers in one stream; versions 3 and 4 cut
+// them into segments (codec_segments.hpp); version 4 codes the cells of large
+// parts by rANS (codec_rans.hpp). Python-free; bind_codec.cpp binds it.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "softshare/codec_coder.hpp"
+#include "softshare/codec_fast.hpp"
+#include "softshare/codec_rans.hpp"
 
 namespace softshare {
 namespace codec {
@@ -179,27 +181,35 @@ struct DecodeIO {
     SOFTSHARE_CODEC_HOT int code(int, int p12) { return dec.decode(p12); }
 };
 
+// How many of n indices hold each of the k <= 65536 values.
+template <class Index>
+std::vector<std::int64_t> value_tally(const Index* idx, std::int64_t n, std::uint64_t k) {
+    // Several tallies (8 for codebooks up to 256 values, else 4), summed at the
+    // end: a run of equal indices (most of a pruned layer) then increments
+    // several counters in turn, not one.
+    const auto ku = static_cast<std::size_t>(k);
+    const std::size_t ways = ku <= 256 ? 8 : 4;
+    std::vector<std::int64_t> tally(ways * ku);
+    const auto step = static_cast<std::int64_t>(ways);
+    std::int64_t i = 0;
+    for (; i + step <= n; i += step) {
+        for (std::size_t w = 0; w < ways; ++w) ++tally[w * ku + idx[i + static_cast<std::int64_t>(w)]];
+    }
+    for (; i < n; ++i) ++tally[idx[i]];
+    for (std::size_t w = 1; w < ways; ++w) {
+        for (std::size_t v = 0; v < ku; ++v) tally[v] += tally[w * ku + v];
+    }
+    tally.resize(ku);
+    return tally;
+}
+
 // The most frequent index of a layer (the smallest on a tie).
 template <class Index>
 std::uint64_t most_frequent(const Index* idx, std::int64_t n, std::uint64_t k) {
     if (k <= 65536) {
-        // Four tallies, summed at the end: a run of equal indices (most of a
-        // pruned layer) then increments four counters in turn, not one.
-        const auto ku = static_cast<std::size_t>(k);
-        std::vector<std::int64_t> tally(4 * ku);
-        std::int64_t i = 0;
-        for (; i + 4 <= n; i += 4) {
-            ++tally[idx[i]];
-            ++tally[ku + idx[i + 1]];
-            ++tally[2 * ku + idx[i + 2]];
-            ++tally[3 * ku + idx[i + 3]];
-        }
-        for (; i < n; ++i) ++tally[idx[i]];
-        for (std::size_t v = 0; v < ku; ++v) {
-            tally[v] += tally[ku + v] + tally[2 * ku + v] + tally[3 * ku + v];
-        }
-        const auto top = std::max_element(tally.begin(), tally.begin() + static_cast<std::ptrdiff_t>(ku));
-        return static_cast<std::uint64_t>(top - tally.begin());
+        const std::vector<std::int64_t> tally = value_tally(idx, n, k);
+        return static_cast<std::uint64_t>(std::max_element(tally.begin(), tally.end()) -
+                                          tally.begin());
     }
     std::unordered_map<std::uint64_t, std::int64_t> count;
     for (std::int64_t i = 0; i < n; ++i) ++count[idx[i]];
@@ -211,12 +221,73 @@ std::uint64_t most_frequent(const Index* idx, std::int64_t n, std::uint64_t k) {
     return best;
 }
 
+// Format version 4's fast parts (codec_fast.hpp, codec_rans.hpp): the models of
+// a segment's tables (in its adaptive stream) and the rANS coder of its fast
+// parts' cells.
+struct FastEncode {
+    FastModels models;
+    RansEncoder rans;
+    std::vector<std::uint8_t> out;  // the fast parts' rANS streams, one after another
+};
+struct FastDecode {
+    FastModels models;
+    RansDecoder rans;
+};
+template <bool kEncode>
+using FastSide = std::conditional_t<kEncode, FastEncode, FastDecode>;
+
+#if defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
+#define SOFTSHARE_RESTRICT __restrict
+#else
+#define SOFTSHARE_RESTRICT
+#endif
+
+// row_live[i]: row i of idx (r x c) holds an index other than bg; col_live[j]
+// (zeroed before): column j does. Without branches, and with the flags known
+// not to alias the indices, so that the compiler vectorises the inner loop.
+template <class Index>
+void live_rows_cols(const Index* SOFTSHARE_RESTRICT idx, std::int64_t r, std::int64_t c, Index bg,
+                    std::uint8_t* SOFTSHARE_RESTRICT row_live,
+                    std::uint8_t* SOFTSHARE_RESTRICT col_live) {
+    for (std::int64_t i = 0; i < r; ++i) {
+        const Index* SOFTSHARE_RESTRICT row = idx + i * c;
+        std::uint8_t live = 0;
+        for (std::int64_t j = 0; j < c; ++j) {
+            const auto other = static_cast<std::uint8_t>(row[j] != bg);
+            live |= other;
+            col_live[j] |= other;
+        }
+        row_live[i] = live;
+    }
+}
+
+// row_others[i], col_others[j]: how many cells of row i, of column j of idx
+// (r x c, at most 2^32 - 1 rows) are not bg (col_others zeroed before).
+template <class Index>
+void count_rows_cols(const Index* SOFTSHARE_RESTRICT idx, std::int64_t r, std::int64_t c, Index bg,
+                     std::int64_t* SOFTSHARE_RESTRICT row_others,
+                     std::uint32_t* SOFTSHARE_RESTRICT col_others) {
+    for (std::int64_t i = 0; i < r; ++i) {
+        const Index* SOFTSHARE_RESTRICT row = idx + i * c;
+        std::int64_t count = 0;
+        for (std::int64_t j = 0; j < c; ++j) {
+            const auto other = static_cast<std::uint32_t>(row[j] != bg);
+            count += other;
+            col_others[j] += other;
+        }
+        row_others[i] = count;
+    }
+}
+
 // Codes one layer of r x c indices (encoding when kEncode, else decoding into idx,
 // every element of which it writes). Indices must be below models.k(). Decoding
-// with `counts` (k of them), adds how many indices hold each value.
+// with `counts` (k of them), adds how many indices hold each value. With `fast`
+// (format version 4's fast part, k <= kFastCodebook), the rows and columns are
+// flagged where that pays and the live cells are coded by fast's rANS coder
+// with a table coded here, not one by one adaptively.
 template <bool kEncode, class IO, class Index>
 void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t c,
-                std::int64_t* counts = nullptr) {
+                std::int64_t* counts = nullptr, FastSide<kEncode>* fast = nullptr) {
     if (r == 0 || c == 0 || m.k() <= 1) {  // nothing to code: all index 0
         if (!kEncode) std::fill(idx, idx + r * c, Index{0});
         if (counts != nullptr && r * c > 0) counts[0] += r * c;
@@ -224,30 +295,45 @@ void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t
     }
     m.begin_layer();
     KindModels& km = m.kind(c > 1);
-    const std::uint64_t bg = m.background(io, kEncode ? most_frequent(idx, r * c, m.k()) : 0);
+    std::vector<std::int64_t> tally;  // a fast part's: the layer's values (encoding)
+    std::uint64_t top = 0;
+    if (kEncode && fast != nullptr) {
+        tally = value_tally(idx, r * c, m.k());
+        top = static_cast<std::uint64_t>(std::max_element(tally.begin(), tally.end()) -
+                                         tally.begin());
+    } else if (kEncode) {
+        top = most_frequent(idx, r * c, m.k());
+    }
+    const std::uint64_t bg = m.background(io, top);
     std::vector<std::uint8_t> row_live(static_cast<std::size_t>(r));
     std::vector<std::uint8_t> col_live(static_cast<std::size_t>(c));
-    if (kEncode) {  // without branches: the compiler vectorises the inner loop
-        for (std::int64_t i = 0; i < r; ++i) {
-            const Index* row = idx + i * c;
-            std::uint8_t live = 0;
-            for (std::int64_t j = 0; j < c; ++j) {
-                const auto other = static_cast<std::uint8_t>(row[j] != bg);
-                live |= other;
-                col_live[static_cast<std::size_t>(j)] |= other;
-            }
-            row_live[static_cast<std::size_t>(i)] = live;
-        }
+    std::vector<std::int64_t> row_others;  // a fast part's: each row's and column's cells not bg
+    std::vector<std::uint32_t> col_others;
+    if (kEncode && fast != nullptr) {
+        row_others.resize(static_cast<std::size_t>(r));
+        col_others.resize(static_cast<std::size_t>(c));
+        count_rows_cols(idx, r, c, static_cast<Index>(bg), row_others.data(), col_others.data());
+        for (std::size_t i = 0; i < row_live.size(); ++i) row_live[i] = row_others[i] > 0;
+        for (std::size_t j = 0; j < col_live.size(); ++j) col_live[j] = col_others[j] > 0;
+    } else if (kEncode) {
+        live_rows_cols(idx, r, c, static_cast<Index>(bg), row_live.data(), col_live.data());
+    }
+    bool row_flags = true;
+    bool col_flags = r > 1 && c > 1;  // else every column is live, or c == 1
+    if (fast != nullptr) {  // a fast part flags its rows and columns where that pays
+        if (kEncode) fast_flags(tally, bg, row_live, col_live, row_flags, col_flags);
+        row_flags = code_flag(io, fast->models.row_flags, row_flags);
+        if (r > 1 && c > 1) col_flags = code_flag(io, fast->models.col_flags, col_flags);
     }
     int prev = 2;
     bool any = false;
     for (std::int64_t i = 0; i < r; ++i) {
         auto& f = row_live[static_cast<std::size_t>(i)];
-        f = static_cast<std::uint8_t>(m.flag(io, km.row, prev, f));
+        if (row_flags) f = static_cast<std::uint8_t>(m.flag(io, km.row, prev, f));
+        else f = 1;
         prev = f;
         any = any || f;
     }
-    const bool col_flags = r > 1 && c > 1;  // else every column is live, or c == 1
     if (col_flags) {
         prev = 2;
         for (std::int64_t j = 0; j < c; ++j) {
@@ -271,8 +357,26 @@ void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t
         if (counts != nullptr) counts[bg] += r * c;
         return;
     }
-    std::int64_t others = 0;  // cells not the background
     if (!kEncode) std::fill(idx, idx + r * c, static_cast<Index>(bg));
+    if (fast != nullptr) {
+        const auto live = static_cast<std::int64_t>(rows.size() * cols.size());
+        const LiveCells<Index> cells{idx, c, rows, cols, cols.size() == static_cast<std::size_t>(c)};
+        FastTable t;
+        if (kEncode) {
+            tally[bg] -= r * c - live;  // every cell outside the live ones is the background
+            t = make_fast_table(cells, std::move(tally), bg, row_others, col_others);
+        }
+        code_fast_table<kEncode>(io, fast->models, t, static_cast<std::size_t>(m.k()), bg,
+                                 rows.size(), cols.size());
+        if constexpr (kEncode) {
+            fast->rans.encode(cells, t, bg, fast->out);
+        } else {
+            fast->rans.decode(cells, t, bg, counts);
+            if (counts != nullptr) counts[bg] += r * c - live;
+        }
+        return;
+    }
+    std::int64_t others = 0;  // cells not the background
     // above[j]: the cell of the previous live row in column j; col_has[j]: a
     // cell of column j so far is not the background.
     std::vector<std::uint8_t> above(static_cast<std::size_t>(c));
@@ -308,57 +412,6 @@ void code_layer(IO& io, LayerModels& m, Index* idx, std::int64_t r, std::int64_t
         }
     }
     if (counts != nullptr) counts[bg] += r * c - others;
-}
-
-// ---- format version 3: segments ----------------------------------------------------------------
-
-// A segment's cells, about: a layer of more cells is cut into bands of rows.
-constexpr std::int64_t kSegmentCells = std::int64_t{1} << 20;
-
-// Rows [row0, row0 + rows) of one layer, coded as a layer of its own.
-struct Part {
-    std::size_t layer;
-    std::int64_t row0, rows;
-};
-
-// The parts, in order, and each segment's: parts [begin, end).
-struct SegmentPlan {
-    std::vector<Part> parts;
-    std::vector<std::pair<std::size_t, std::size_t>> segments;
-};
-
-// The parts: each layer whole when it has at most kSegmentCells cells, else
-// bands of max(1, kSegmentCells / C) rows (the last one shorter); then packed
-// in order, a part starting a new segment when the one before holds cells and
-// would, with the part's, hold more than kSegmentCells. A layer that codes
-// nothing (no weights, or k <= 1) counts 0 cells. Shapes are (R, C).
-inline SegmentPlan plan_segments(const std::vector<std::pair<std::int64_t, std::int64_t>>& shapes,
-                                 std::uint64_t k) {
-    SegmentPlan plan;
-    std::int64_t held = 0;
-    const auto add = [&](const Part& part, std::int64_t cells) {
-        if (plan.segments.empty() || (held > 0 && cells > kSegmentCells - held)) {
-            plan.segments.emplace_back(plan.parts.size(), plan.parts.size());
-            held = 0;
-        }
-        plan.parts.push_back(part);
-        plan.segments.back().second = plan.parts.size();
-        held += cells;
-    };
-    for (std::size_t i = 0; i < shapes.size(); ++i) {
-        const auto [r, c] = shapes[i];
-        const std::int64_t cells = k <= 1 ? 0 : r * c;
-        if (cells <= kSegmentCells) {
-            add(Part{i, 0, r}, cells);
-            continue;
-        }
-        const std::int64_t band = std::max<std::int64_t>(1, kSegmentCells / c);
-        for (std::int64_t row0 = 0; row0 < r; row0 += band) {
-            const std::int64_t rows = std::min(band, r - row0);
-            add(Part{i, row0, rows}, rows * c);
-        }
-    }
-    return plan;
 }
 
 }  // namespace codec

@@ -2,8 +2,8 @@
 
 ``MAGIC`` and the version byte, the header stream's length, the header stream
 (:mod:`softshare.compress._format.header`), its CRC-32, the layer stream (the native
-entropy coder, ``_core.encode_layers``: in version 3 segments coded on every
-thread) and its CRC-32. A reader checks the
+entropy coder, ``_core.encode_layers``: in versions 3 and 4 segments coded on every
+thread, version 4's large parts by rANS) and its CRC-32. A reader checks the
 header's checksum before decoding it, every declared size against the limits
 and the file's size before allocating anything, and the layers' checksum
 before decoding them.
@@ -47,8 +47,8 @@ if TYPE_CHECKING:
     from ..._mixture import Mixture
 
 MAGIC = b"SWS"
-VERSION = 3  # the format version written; versions 1 and 2 (one layer stream) are read too
-VERSIONS = (1, 2, 3)
+VERSION = 4  # the format version written; versions 1 to 3 are read too
+VERSIONS = (1, 2, 3, 4)
 #: Limits on the weights a file may declare (bytes of the float arrays it decodes to).
 MAX_BYTES = 1 << 34
 MAX_RATIO = 4096  # declared bytes per byte of file ...
@@ -186,7 +186,7 @@ def _check_layout(names: Sequence[object], shapes: Sequence[tuple[int, ...]]) ->
 def write_model(path: str | os.PathLike[str], network: QuantizedNetwork) -> ModelFile:
     """Write a network to a file, exactly at ``path``, complete or not at all; return what it holds.
 
-    Format version 3 (versions 1 and 2 are read only). The network's codebook
+    Format version 4 (versions 1 to 3 are read only). The network's codebook
     is finite in every layer's dtype (its maker checked); its indices are
     checked here by the coder.
     """
@@ -217,7 +217,7 @@ def write_model(path: str | os.PathLike[str], network: QuantizedNetwork) -> Mode
         exact_shapes=[tuple(int(d) for d in a.shape) for a in exact.values()],
         exact_dtypes=[a.dtype.name for a in exact.values()],
     )
-    version = max(VERSION, 2) if exact else VERSION  # tests set VERSION to 1 or 2: older formats
+    version = max(VERSION, 2) if exact else VERSION  # tests set VERSION to 1-3: older formats
     head, codebook_bytes = _encode_header(header, version)
     n_names = sum(len(n.encode()) for n in [*names, *exact])
     if len(names) + len(exact) > LAYERS_PER_BYTE * len(head) + 64 or n_names > (
@@ -351,7 +351,7 @@ def parse_model(raw: bytes, where: str) -> ModelFile:
     except ValueError as e:
         msg = f"{where}: {e}"
         raise ValueError(msg) from None
-    if raw[3] < 3 and len(data) - (ends[-1] if ends else 0) > 1:  # version 3: checked per segment
+    if raw[3] < 3 and len(data) - (ends[-1] if ends else 0) > 1:  # versions 3, 4: per segment
         msg = f"{where}: the layer data holds {len(data) - ends[-1]} bytes beyond its values"
         raise ValueError(msg)
     exact, at = {}, len(data)
