@@ -1,4 +1,4 @@
-"""Every Python example in README.md runs as written."""
+"""Every Python example in README.md and docs/*.md runs as written; README stays a front door."""
 
 from __future__ import annotations
 
@@ -11,17 +11,64 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+MAX_README_LINES = 300
+
+
+def _blocks(page: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+
+
+EXAMPLES = [
+    pytest.param(code, id=f"{page.relative_to(ROOT).as_posix()}-{index}")
+    for page in PAGES
+    for index, code in enumerate(_blocks(page))
+]
 
 
 def test_readme_has_examples() -> None:
-    assert len(BLOCKS) >= 2
+    assert len(_blocks(README)) >= 2
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    code = BLOCKS[index]
+def test_readme_is_a_front_door() -> None:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= MAX_README_LINES, (
+        f"README.md has {len(lines)} lines (at most {MAX_README_LINES}): move detail to docs/"
+    )
+
+
+def test_readme_gives_the_test_command_ci_runs() -> None:
+    """``.ci/run`` runs exactly this command: README must give it as it is."""
+    assert "python -m pytest tests\n" in README.read_text(encoding="utf-8")
+    assert "\npython -m pytest tests\n" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def _relative_links(text: str) -> list[str]:
+    """Targets of markdown links and images that are not URLs or in-page anchors."""
+    targets = re.findall(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", text)
+    return [t for t in targets if not re.match(r"^(#|[a-z][a-z0-9+.-]*:)", t)]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_relative_links_point_to_files(page: Path) -> None:
+    missing = [
+        target
+        for target in _relative_links(page.read_text(encoding="utf-8"))
+        if not (page.parent / target.split("#", 1)[0]).exists()
+    ]
+    assert not missing, f"{page.relative_to(ROOT)} links to missing files: {missing}"
+
+
+def test_every_docs_page_is_linked_from_readme() -> None:
+    linked = {(ROOT / t.split("#", 1)[0]).resolve() for t in _relative_links(README.read_text())}
+    unlinked = [p.name for p in PAGES[1:] if p.resolve() not in linked]
+    assert not unlinked, f"docs pages README.md does not link to: {unlinked}"
+
+
+@pytest.mark.parametrize("code", EXAMPLES)
+def test_readme_example_runs(code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if code.startswith("# torchrun"):
         _run_with_torchrun(code, tmp_path)
         return
@@ -31,7 +78,7 @@ def test_readme_example_runs(index: int, tmp_path: Path, monkeypatch: pytest.Mon
         ):
             pytest.skip(f"the example needs {module}")
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
-    exec(compile(code, f"README.md example {index}", "exec"), {"__name__": "__readme__"})  # noqa: S102
+    exec(compile(code, "a README or docs example", "exec"), {"__name__": "__readme__"})  # noqa: S102
 
 
 def _run_with_torchrun(code: str, tmp_path: Path) -> None:
