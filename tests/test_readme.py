@@ -67,6 +67,18 @@ def test_every_docs_page_is_linked_from_readme() -> None:
     assert not unlinked, f"docs pages README.md does not link to: {unlinked}"
 
 
+def test_readme_figures_are_quoted_from_their_source() -> None:
+    """Each ratio or percentage README's prose quotes stands in a docs page or in RESULTS."""
+    prose = re.sub(r"```.*?```", "", README.read_text(encoding="utf-8"), flags=re.DOTALL)
+    sources = "".join(
+        p.read_text(encoding="utf-8") for p in [*PAGES[1:], ROOT / "benchmarks" / "RESULTS.md"]
+    )
+    figures = re.findall(r"\b\d+\.\d+x|\b\d+\.\d+ %", prose)
+    assert figures
+    unsourced = [f for f in figures if f not in sources]
+    assert not unsourced, f"README.md quotes figures found in no docs page or RESULTS: {unsourced}"
+
+
 @pytest.mark.parametrize("code", EXAMPLES)
 def test_readme_example_runs(code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if code.startswith("# torchrun"):
