@@ -1,7 +1,7 @@
 // The driver of the fused pass: blocks, threads and the fixed-order reduction.
 //
-// Python-free; compiled with baseline flags only (included by bindings.cpp,
-// never by kernel_isa.cpp), so it may use the standard library freely. Its
+// Python-free; compiled with baseline flags only (included by the bindings
+// and jax_ffi.cpp, never by kernel_isa.cpp), so it may use the standard library freely. Its
 // parts: the mixture's constants (mixture.hpp), the threads' scratch
 // (workspace.hpp) and one block's pass with its slow paths (runner.hpp).
 //
@@ -106,7 +106,7 @@ inline int pass_threads(int n_threads, std::int64_t n_blocks, std::int64_t n_tot
 }
 
 // One fused pass over all segments, on pass_threads(n_threads, ...) threads.
-// Preconditions, checked by the callers (bindings.cpp; python/softshare for
+// Preconditions, checked by the callers (bind_pass.hpp; python/softshare for
 // finiteness): M >= 1, a finite mixture, lam finite and >= 0, and segments with
 // outputs of their length, no output overlapping any weights or, where one
 // accumulates, any other output. A mixture whose float64 constants are not

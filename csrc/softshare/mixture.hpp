@@ -1,7 +1,7 @@
 // The mixture's constants for the kernels: computed once per call in float64, rounded to T.
 //
 // Python-free; compiled with baseline flags only (included through driver.hpp
-// by bindings.cpp and jax_ffi.cpp, never by kernel_isa.cpp). MixtureF64 holds
+// by the bindings and jax_ffi.cpp, never by kernel_isa.cpp). MixtureF64 holds
 // what both precisions and the mixture gradients (gradients.hpp) share;
 // Components<T> rounds it to the kernels' constants (ComponentsView, types.hpp)
 // and says whether T holds them.

@@ -45,9 +45,9 @@ using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
 // Owns one thread's scratch for the block kernels of one precision, sized for
 // vectors of `lanes` lanes (the instruction set in use), and for the grouped
 // kernel's sort when `cells` > 0 (about 12 bytes per weight of a block). The
-// kernels initialise what they read of it (block-inl.hpp), so a larger
-// workspace, or one used before, serves as well as a fresh one (the cached
-// workspace of the one-thread pass, run_penalty).
+// kernels initialise what they read of it (block-inl.hpp, grouped-inl.hpp), so
+// a larger workspace, or one used before, serves as well as a fresh one (the
+// cached workspace of the one-thread pass, run_penalty).
 template <class T>
 struct Workspace {
     Workspace(std::int64_t m, int lanes, std::int64_t cells)
