@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
     std::normal_distribution<double> normal(0.0, 0.1);
     std::vector<float> w(static_cast<std::size_t>(n * nb)), g(w.size());
     for (float& x : w) x = static_cast<float>(normal(rng));
-    // The mixture, and its constants as the package computes them (driver.hpp:
+    // The mixture, and its constants as the package computes them (mixture.hpp:
     // a baseline-only header in the package, where kernels of several
     // instruction sets share one binary; this program is all AVX-512).
     std::vector<double> mu(m), log_var(m), logit(m, 0.0);

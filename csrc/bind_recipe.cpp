@@ -2,7 +2,7 @@
 // the Python-free recipe.hpp and sparse.hpp (registered by bindings.cpp's
 // module through register_recipe).
 //
-// As bindings.cpp: inputs are checked and outputs allocated with the GIL held,
+// As bind_pass.hpp: inputs are checked and outputs allocated with the GIL held,
 // each pass runs with the GIL released, std::invalid_argument becomes a
 // ValueError. The friendlier public checks (finite weights, dtypes for
 // people, n_threads) live in python/softshare/_native_recipe.py; the checks

@@ -7,6 +7,7 @@
 // instruction of one target can leak into another's code; tools/check_isa.py
 // verifies it on the built module.
 #include "softshare/block-inl.hpp"
+#include "softshare/grouped-inl.hpp"
 #include "softshare/types.hpp"
 
 #define SOFTSHARE_STR2(x) #x

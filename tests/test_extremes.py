@@ -559,7 +559,7 @@ def test_float64_terms_below_the_smallest_subnormal() -> None:
     # z^2 of a weight 2.5e-162 from a component of sigma e^15.5 is below
     # float64's smallest subnormal; the reference's d^2 rounds to 5e-324 (found
     # by hypothesis). The kernel, which works with gamma scaled by 2^256
-    # (block-inl.hpp: no subnormal products), gets that subnormal too (it used
+    # (tile-inl.hpp: no subnormal products), gets that subnormal too (it used
     # to give 0), on every SIMD path.
     w = np.array([2.46479649e-162])
     mix = softshare.Mixture([0.0], [31.0], [0.0])

@@ -2,7 +2,7 @@
 
 From 1 MiB on, ``softshare.penalty`` makes ``grad_w`` a view of a buffer that
 goes back to a one-slot spare when the array and every view of it are gone
-(``gradient_array`` in ``csrc/bindings.cpp``): a loop that rebinds its result
+(``gradient_array`` in ``csrc/gradient_buffer.hpp``): a loop that rebinds its result
 alternates between two buffers instead of asking the system for fresh pages
 every call. No array a caller still holds may ever be written, and a reused
 buffer's old contents must never show.

@@ -2,7 +2,7 @@
 
 ``softshare.penalty`` of one ndarray goes through ``_core.penalty_array``,
 which makes the :class:`PenaltyResult` itself; the one-thread pass keeps its
-scratch between calls (``one_thread_scratch`` in ``csrc/softshare/driver.hpp``);
+scratch between calls (``one_thread_scratch`` in ``csrc/softshare/workspace.hpp``);
 ``lam`` and ``n_threads`` are checked without the slow general checks. None of
 it may change a bit or a message.
 """

@@ -1,4 +1,4 @@
-"""The package's shape: short one-job modules and an import graph that points one way."""
+"""The package's shape: short one-job modules and C++ files, and an import graph that points one way."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ import softshare
 
 PACKAGE = Path(softshare.__file__).resolve().parent
 SOURCES = sorted(PACKAGE.rglob("*.py"))
+# The C++ sources of the compiled module (vendored headers live in third_party/).
+CSRC = Path(__file__).resolve().parents[1] / "csrc"
+NATIVE_SOURCES = sorted(
+    p
+    for p in CSRC.rglob("*")
+    if p.suffix in {".cpp", ".hpp", ".h"} and "third_party" not in p.relative_to(CSRC).parts
+)
 
 
 def _module_name(path: Path) -> str:
@@ -49,19 +56,35 @@ def _within(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
+def _short(path: Path, limit: int) -> str:
+    """``path``'s text, checked to be at most ``limit`` lines."""
+    text = path.read_text()
+    assert len(text.splitlines()) <= limit, (
+        f"{path.name} has more than {limit} lines (split it by job)"
+    )
+    return text
+
+
 def test_sources_found() -> None:
     assert "softshare.torch.prior" in GRAPH
     assert "softshare.compress" in GRAPH
     assert "softshare.demo.recipe" in GRAPH
     assert "softshare.jax._ffi" in GRAPH
+    names = {str(p.relative_to(CSRC)) for p in NATIVE_SOURCES}
+    assert {"bindings.cpp", "softshare/driver.hpp", "softshare/block-inl.hpp"} <= names
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_module_is_short_and_states_its_job(path: Path) -> None:
-    text = path.read_text()
-    assert len(text.splitlines()) <= 500, f"{path.name} has more than 500 lines (split it by job)"
-    doc = ast.get_docstring(ast.parse(text))
+    doc = ast.get_docstring(ast.parse(_short(path, 500)))
     assert doc, f"{path.name} has no module docstring stating its job"
+
+
+@pytest.mark.parametrize("path", NATIVE_SOURCES, ids=lambda p: str(p.relative_to(CSRC)))
+def test_native_file_is_short_and_states_its_job(path: Path) -> None:
+    first = (_short(path, 450).splitlines() or [""])[0]
+    states_job = first.startswith("// ") and len(first.split()) >= 4  # "//" and three words
+    assert states_job, f"{path.name} does not start with a comment line stating its job"
 
 
 @pytest.mark.parametrize(

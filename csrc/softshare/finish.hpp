@@ -1,5 +1,5 @@
 // The value and the mixture gradients of one pass's Totals, finished natively:
-// for the pybind11 bindings (bindings.cpp) and the XLA FFI handler
+// for the pybind11 bindings (bind_pass.hpp) and the XLA FFI handler
 // (jax_ffi.cpp) alike. Python-free; baseline translation units only (it
 // includes driver.hpp).
 #pragma once

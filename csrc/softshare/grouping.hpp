@@ -1,8 +1,8 @@
 // Which components a weight can see: the plan of the grouped kernel
-// (process_block_grouped in block-inl.hpp) for narrow mixtures of many
+// (process_block_grouped in grouped-inl.hpp) for narrow mixtures of many
 // components, where almost every responsibility is exactly 0.
 //
-// Python-free; compiled with baseline flags only (included by driver.hpp).
+// Python-free; compiled with baseline flags only (included by runner.hpp).
 //
 // The kernel computes, in base 2 and in the weights' precision T,
 //     z_j = (w - mu_j) r_j - r_lo_j,   l_j = c_j - z_j^2,   e_j = exp2(l_j - max_k l_k),

@@ -2,7 +2,7 @@
 // SIMD arithmetic (block-inl.hpp) cannot represent them (driver.hpp computes
 // such a block again here).
 //
-// Python-free; compiled with baseline flags only (included by driver.hpp).
+// Python-free; compiled with baseline flags only (included by runner.hpp).
 #pragma once
 
 #include <algorithm>

@@ -1,14 +1,14 @@
 // Shared types of the softshare kernel: the constants and plain structs that
 // the per-target kernels (kernel_isa.cpp), the driver (driver.hpp) and the
-// bindings (bindings.cpp) agree on. Python-free.
+// bindings (bind_*.cpp) agree on. Python-free.
 //
 // Everything here is plain data: kernel_isa.cpp, compiled once per instruction
 // set, includes this header, and it must not instantiate any inline function or
 // template that another translation unit also instantiates, or the linker could
 // pick the AVX copy for baseline code. So no standard-library containers and no
 // function bodies beyond constexpr arithmetic; the driver's result, Totals,
-// owns a std::vector and therefore lives in driver.hpp, which only bindings.cpp
-// (baseline flags) includes.
+// owns a std::vector and therefore lives in driver.hpp, which only the
+// bindings and jax_ffi.cpp (baseline flags) include.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +16,7 @@
 namespace softshare {
 namespace kernel {
 
-// Vectors per tile of the block kernels (block-inl.hpp): each component's terms
+// Vectors per tile of the block kernels (tile-inl.hpp): each component's terms
 // for the kUnroll vectors are kUnroll independent dependency chains. Scratch is
 // sized from it and from the vector width of the instruction set in use.
 constexpr int kUnroll = 4;
@@ -140,7 +140,7 @@ struct Segment {
     void* gamma;    // n x M outputs, same dtype, or nullptr
     std::int64_t n;
     // grad_w[i] = grad_w[i] + g_i (in the dtype, g_i rounded as written
-    // otherwise) instead of grad_w[i] = g_i: driver.hpp, Runner::block.
+    // otherwise) instead of grad_w[i] = g_i: runner.hpp, Runner::block.
     bool accumulate = false;
 };
 

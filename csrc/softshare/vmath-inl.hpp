@@ -1,5 +1,5 @@
 // SIMD vectors and branch-free exp/log on them. Python-free.
-// Per-target code (-inl): included once per target, via block-inl.hpp.
+// Per-target code (-inl): included once per target, via tile-inl.hpp and recipe-inl.hpp.
 //
 // Vectors are GCC/Clang vector extensions of SOFTSHARE_VECTOR_BYTES bytes, the
 // register width of the translation unit's target: 64 (one zmm) for AVX-512,
