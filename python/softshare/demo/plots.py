@@ -94,7 +94,8 @@ def histogram_figure(
         line.set_gid(f"component {k}")
         if k == 0:
             line.set_label(
-                r"each component: N($\mu$, $\sigma^2$) $\times$ its weights $\times$ bin width"
+                r"each component (colours: the scatter's key): "
+                r"N($\mu$, $\sigma^2$) $\times$ its weights $\times$ bin width"
             )
     prior = (
         w.size * width * np.sum(pi[None, :] * _gauss(xs[:, None], mu[None, :], sigma[None, :]), 1)
@@ -103,7 +104,7 @@ def histogram_figure(
     line.set_label(rf"prior: p(w) $\times$ all weights $\times$ bin width ($\pi_0$ = {pi[0]:.3g})")
     line.set_gid("prior")
     ax.set_xlim(lo, hi)
-    ax.set_ylim(0.5, 2.0 * max(float(np.max(counts)), 1.0))
+    ax.set_ylim(0.5, 40.0 * max(float(np.max(counts)), 1.0))  # room for the legend
     ax.set_xlabel("weight value")
     ax.set_ylabel(f"weights per bin (bin width {width:.3g}, log scale)")
     ax.set_title(_title(kind, seed, "retrained weights and the mixture's components"))
@@ -250,6 +251,8 @@ def budget_figure(kind: str, seed: int, checks: list[dict[str, Any]]) -> Figure:
     for ax in (top, bottom):
         if kept:
             ax.axvline(kept[0]["step"], color="k", lw=0.8, ls=":", label="checkpoint kept")
+    if not kept:  # restore_best then loads the check of lowest moving average
+        top.plot([], [], " ", label="no check within the limit")
     low = min(100 * c["error"] for c in checks)
     top.set_ylim(max(0.0, low - 0.5), low + 3.0)
     top.set_ylabel("validation error (%)")
