@@ -1,4 +1,4 @@
-"""The demo's figures read without the code: titles, labelled axes, colour keys, errors in percent."""
+"""The demo's figures read without the code: titles, axis labels, colour keys, percent errors."""
 
 from __future__ import annotations
 

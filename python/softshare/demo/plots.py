@@ -1,4 +1,4 @@
-"""The demo's figures, each built by a function returning a matplotlib ``Figure``; ``_figures`` saves them.
+"""The demo's figures: a function builds each (a matplotlib ``Figure``), ``_figures`` saves them.
 
 One colour per component of the merged mixture in every figure
 (:func:`component_colours`): the histogram's component curves, the scatter's
@@ -39,7 +39,18 @@ _BINS = 200
 
 
 def component_colours(n: int) -> list[str]:
-    """The colour of each of ``n`` components: dark grey for component 0, then distinct hues."""
+    """The colour of each of ``n`` components: dark grey for component 0, then distinct hues.
+
+    Parameters
+    ----------
+    n : int
+        The number of components.
+
+    Returns
+    -------
+    list of str
+        Hex colours, distinct up to 19 components (then the hues repeat).
+    """
     return [ZERO_COLOUR] + [_PALETTE[(k - 1) % len(_PALETTE)] for k in range(1, n)]
 
 
@@ -73,6 +84,22 @@ def histogram_figure(
     is the prior's own density, whose zero component holds ``pi_0`` of the
     mass (0.999 in the demo, fixed), so it lies below the other clusters. The
     x range covers every component's mean +- 4 sigma as well as every weight.
+
+    Parameters
+    ----------
+    kind, seed : str, int
+        The network and the seed, named in the title.
+    weights : ndarray
+        The retrained weights.
+    mix : Mixture
+        The merged mixture.
+    comp : ndarray of int
+        Each weight's component in ``mix``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes; each component's curve has the gid ``"component k"``.
     """
     w = np.asarray(weights, dtype=np.float64).ravel()
     mu, sigma, pi = mix.mu, mix.sigma, mix.pi
@@ -145,6 +172,22 @@ def scatter_figure(
 
     The bands are each component's mean +- 2 sigma; the legend is the colour
     key (component, mean, weights assigned).
+
+    Parameters
+    ----------
+    kind, seed : str, int
+        The network and the seed, named in the title.
+    before, after : ndarray
+        The pretrained and the retrained weights, in the same order.
+    mix : Mixture
+        The merged mixture.
+    comp : ndarray of int
+        Each weight's component in ``mix``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes, one scatter (and legend entry) per component.
     """
     w0 = np.asarray(before, dtype=np.float64).ravel()
     w1 = np.asarray(after, dtype=np.float64).ravel()
@@ -173,6 +216,18 @@ def merged_into(merge: compress.MergeReport | None, n_in: int) -> list[int | Non
     """For each retraining component, the merged component it became (None: pruned).
 
     Without a report (or one of another size) each component is itself.
+
+    Parameters
+    ----------
+    merge : MergeReport or None
+        What :func:`softshare.compress.merge_components` did.
+    n_in : int
+        The number of components before merging.
+
+    Returns
+    -------
+    list of int or None
+        The merged component of each input component.
     """
     if merge is None:
         return list(range(n_in))
@@ -202,6 +257,24 @@ def mixture_figure(
     is drawn in the colour of the merged component of ``mix`` it went into
     (``merge``, the :class:`softshare.compress.MergeReport`), grey and dashed
     where it was pruned. ``kept_step`` marks the retraining checkpoint kept.
+
+    Parameters
+    ----------
+    kind, seed : str, int
+        The network and the seed, named in the title.
+    history : list of (int, ndarray, ndarray)
+        The retraining checks' step, component means and widths.
+    mix : Mixture
+        The merged mixture (its means label the legend).
+    merge : MergeReport, optional
+        What merging did; without it component ``j`` keeps colour ``j``.
+    kept_step : int, optional
+        The step of the checkpoint kept.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes; the legend is the colour key.
     """
     steps = np.array([h[0] for h in history], dtype=np.float64)
     mus = np.array([h[1] for h in history], dtype=np.float64)
@@ -239,7 +312,21 @@ def mixture_figure(
 
 
 def budget_figure(kind: str, seed: int, checks: list[dict[str, Any]]) -> Figure:
-    """The error-budget search: validation errors (%) against the limit, the strength and the file."""
+    """The error-budget search: validation errors (%) against the limit, the strength and the file.
+
+    Parameters
+    ----------
+    kind, seed : str, int
+        The network and the seed, named in the title.
+    checks : list of dict
+        ``RunResult.budget_history``: step, lam, error, trend, quantized_error,
+        file_bytes, kept and limit of each check (errors as fractions).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Errors in percent above, the strength and the file's size below.
+    """
     steps = np.array([c["step"] for c in checks])
     fig = _new_figure(6.5, 5.5)
     top, bottom = fig.subplots(2, 1, sharex=True)
