@@ -158,10 +158,10 @@ def test_run_network_refuses_a_network_the_images_do_not_fit(tmp_path: Path) -> 
 def test_progress_shows_the_time_left(capsys: pytest.CaptureFixture[str]) -> None:
     bar = Progress("mlp seed 0: pretrain", 3, enabled=True)
     for i in range(3):
-        bar.update(i, "val err 0.5" if i == 0 else None)
+        bar.update(i, "val err 50.00 %" if i == 0 else None)
     err = capsys.readouterr().err
     assert "mlp seed 0: pretrain [" in err
-    assert err.endswith("] 3/3 val err 0.5 0:00 taken, 0:00 left   \n")
+    assert err.endswith("] 3/3 val err 50.00 % 0:00 taken, 0:00 left   \n")
 
 
 def _idx(path: Path, array: np.ndarray) -> None:

@@ -218,6 +218,8 @@ def run_network(
             quantized.mixture,
             retrained.history,
             checks,
+            merge=quantized.merge,
+            use_pi=quantized.use_pi,
         )
     return RunResult(
         name=kind,

@@ -54,7 +54,7 @@ def pretrain(s: Setup) -> Trained:
             err = _error(model, s.x_va, s.y_va)
             if err <= best[0]:
                 best = (err, _snapshot(model))
-            bar.update(step, f"val err {err:.3f}")
+            bar.update(step, f"val err {100 * err:.2f} %")
         else:
             bar.update(step)
     if best[1] is not None:  # no steps: keep the initial weights
@@ -199,7 +199,7 @@ def finetune_quantized(s: Setup, quantized: Quantized) -> Finetuned:
             continue
         _check_finite(model, "quantized fine-tuning", step)
         err = chooser.keep_if_best(model, state=tuner.state)
-        bar.update(step, f"val err {err:.3f}")
+        bar.update(step, f"val err {100 * err:.2f} %")
     state = chooser.restore_best(model)
     assert state is not None  # the check before the first step was kept
     return Finetuned(state, _error(model, s.x_te, s.y_te))
