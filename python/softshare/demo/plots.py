@@ -352,7 +352,7 @@ def budget_figure(kind: str, seed: int, checks: list[dict[str, Any]]) -> Figure:
     right.set_ylabel("file (kB, quantized now)", color="tab:brown")
     right.lines[0].set_label("file size (right axis)")
     handles = bottom.get_legend_handles_labels()[0] + right.lines[:1]
-    bottom.legend(handles=handles, fontsize=7, loc="upper left")
+    right.legend(handles=handles, fontsize=7, loc="upper right")  # above both axes' lines
     return fig
 
 
