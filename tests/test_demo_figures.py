@@ -186,3 +186,12 @@ def test_a_quick_run_writes_every_figure_and_prints_errors_in_percent(
     shown = re.findall(r"val err ([\d.]+)( %)?", err)
     assert shown, err
     assert all(re.fullmatch(r"\d+\.\d\d", value) and pct for value, pct in shown), shown
+
+
+def test_mixture_history_without_a_report_greys_only_the_components_it_cannot_place() -> None:
+    fig = plots.mixture_figure("mlp", 3, _history(), _mixture())  # 6 components drawn, 5 merged
+    (ax,) = _axes_read(fig)
+    means = [ln for ln in ax.lines if ln.get_linewidth() > 1.0 and len(ln.get_xdata()) > 1]
+    colours = plots.component_colours(5)
+    assert [same_color(ln.get_color(), c) for ln, c in zip(means, colours)] == [True] * 5
+    assert same_color(means[5].get_color(), plots.PRUNED_COLOUR)

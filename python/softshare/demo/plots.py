@@ -279,9 +279,8 @@ def mixture_figure(
     steps = np.array([h[0] for h in history], dtype=np.float64)
     mus = np.array([h[1] for h in history], dtype=np.float64)
     sigmas = np.array([h[2] for h in history], dtype=np.float64)
-    target = merged_into(merge, mus.shape[1])
-    if any(t is not None and t >= mix.n_components for t in target):
-        target = [None] * mus.shape[1]
+    into = merged_into(merge, mus.shape[1])
+    target = [t if t is not None and t < mix.n_components else None for t in into]
     colours = component_colours(mix.n_components)
     fig = _new_figure(7.5, 4.5)
     ax = fig.subplots()
@@ -353,7 +352,7 @@ def budget_figure(kind: str, seed: int, checks: list[dict[str, Any]]) -> Figure:
     right.set_ylabel("file (kB, quantized now)", color="tab:brown")
     right.lines[0].set_label("file size (right axis)")
     handles = bottom.get_legend_handles_labels()[0] + right.lines[:1]
-    bottom.legend(handles=handles, fontsize=7, loc="upper left")
+    right.legend(handles=handles, fontsize=7, loc="upper right")  # above both axes' lines
     return fig
 
 
