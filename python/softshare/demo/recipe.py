@@ -207,7 +207,7 @@ def run_network(
     lap("finetune")
     report = report_and_export(s, finetuned, out / f"{kind}_seed{seed}.sws")
     sched = s.sched
-    checks = _budget_history(retrained, sched.every(sched.retrain), sched.retrain)
+    checks = _budget_history(retrained)
     if plots:
         _figures(
             kind,
@@ -253,16 +253,20 @@ def _tau_chosen(retrained: Retrained, cfg: Config, n_train: int) -> float:
     return cfg.tau if retrained.budget is None else (best.lam * n_train if best else math.nan)
 
 
-def _budget_history(retrained: Retrained, every: int, total: int) -> list[dict[str, Any]]:
-    """The search's checks as dicts, each with its retraining step (none without a budget)."""
+def _budget_history(retrained: Retrained) -> list[dict[str, Any]]:
+    """The search's checks as dicts, each with its retraining step (none without a budget).
+
+    Retraining records its mixture at every check it makes the search's
+    (``retrained.history``): the step comes from there.
+    """
     if retrained.budget is None:
         return []
     return [
         {
-            "step": min((i + 1) * every, total),
+            "step": step,
             **asdict(c),
             "kept": c is retrained.budget.best,
             "limit": retrained.budget.limit,
         }
-        for i, c in enumerate(retrained.budget.history)
+        for (step, _, _), c in zip(retrained.history, retrained.budget.history, strict=True)
     ]
