@@ -10,6 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from _teacher import trained_teacher_mlp
+
 import softshare.torch as sst
 import softshare.torch._finetune as finetune_module
 from softshare import compress
@@ -23,17 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _task(seed: int = 0) -> tuple[Any, ...]:
     """A trained MLP on a teacher task, its prior retrained a little, and a validation error."""
-    torch.manual_seed(seed)
-    teacher = torch.randn(12, 3)
-    x, xv = torch.randn(512, 12), torch.randn(256, 12)
-    y, yv = (x @ teacher).argmax(1), (xv @ teacher).argmax(1)
-    model = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 3))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(20):
-        for xb, yb in zip(x.split(64), y.split(64)):
-            opt.zero_grad()
-            F.cross_entropy(model(xb), yb).backward()
-            opt.step()
+    model, x, y, xv, yv = trained_teacher_mlp(seed)
     prior = sst.MixturePrior.from_weights(model, 9)
     opt = torch.optim.Adam([{"params": model.parameters()}, *prior.parameter_groups(1e-3)], lr=3e-3)
     for epoch in range(20):
