@@ -49,6 +49,7 @@ __all__ = ["add_grad"]
 
 
 _F64 = torch.float64
+_STRIDED = torch.strided
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 _PLAIN = (Tensor, torch.nn.Parameter)  # what the kernel reads: no DTensor, no other subclass
 
@@ -76,28 +77,28 @@ def _plan(weights: Sequence[Tensor], params: Sequence[Tensor]) -> _Plan | None:
     (``_hand_over.plain_grad``). Checks nothing else: the fallback's
     ``checked_inputs`` raises what is wrong.
     """
-    if not all(
-        type(p) in _PLAIN and p.is_cpu and p.is_floating_point() and p.layout is torch.strided
-        for p in params
-    ):
-        return None
-    plan = _Plan([], [], [], [])
-    seen = set()
-    for w in weights:
+    strided = _STRIDED
+    for p in params:
+        if not (type(p) in _PLAIN and p.is_cpu and p.is_floating_point() and p.layout is strided):
+            return None
+    buffers: list[Tensor] = []
+    kinds: list[str] = []
+    dense_: list[Tensor] = []
+    segments: list[tuple[int, int, int, bool]] = []
+    for w in weights:  # written out for speed: this runs on every training step
         if (
             type(w) not in _PLAIN
             or not w.is_cpu
             or w.dtype not in _KERNEL_DTYPES
-            or w.layout is not torch.strided
+            or w.layout is not strided
             or w.is_nested
         ):
             return None
-        seen.add(id(w))
         needs = w.requires_grad
         if needs and not w.is_leaf:
             return None
         g = w.grad if needs else None
-        if not plain_grad(g, w):
+        if g is not None and not plain_grad(g, w):
             return None
         in_order = w.is_contiguous() and not w.is_neg()
         d = w if in_order else dense(w)
@@ -106,11 +107,13 @@ def _plan(weights: Sequence[Tensor], params: Sequence[Tensor]) -> _Plan | None:
         else:
             buffer = torch.empty(w.shape, dtype=w.dtype)
             kind = "drop" if not needs else "set" if g is None else "add"
-        plan.buffers.append(buffer)
-        plan.kinds.append(kind)
-        plan.dense.append(d)
-        plan.segments.append((d.data_ptr(), buffer.data_ptr(), w.numel(), w.dtype == _F64))
-    return plan if len(seen) == len(plan.kinds) else None
+        buffers.append(buffer)
+        kinds.append(kind)
+        dense_.append(d)
+        segments.append((d.data_ptr(), buffer.data_ptr(), w.numel(), w.dtype == _F64))
+    if len({id(w) for w in weights}) != len(kinds):  # a tensor given twice
+        return None
+    return _Plan(buffers, kinds, dense_, segments)
 
 
 def _plain_mixture_grads(prior: MixturePrior, grads: Sequence[Tensor]) -> None:
@@ -160,8 +163,6 @@ def _through_autograd(
     return float(value.item())
 
 
-@torch.inference_mode(False)  # ordinary tensors as .grad whatever the caller's mode
-@torch.no_grad()
 def add_grad(
     prior: MixturePrior,
     model_or_params: nn.Module | TensorOrTensors,
@@ -170,13 +171,39 @@ def add_grad(
     hyper_lam: float | None = None,
     n_threads: int | None = None,
 ) -> float:
-    """:meth:`MixturePrior.add_grad_` (see there)."""
+    """:meth:`MixturePrior.add_grad_` (see there).
+
+    Runs under ``no_grad`` and outside inference mode (ordinary tensors as
+    ``.grad`` whatever the caller's mode), each mode switched only where it
+    is on: the context managers' decorator form costs more than the rest of
+    the call's Python on a small network.
+    """
     if prior.split_work:
         msg = (
             "add_grad_ does not support split_work: its gradients must pass through DDP's "
             "all-reduce in backward; use forward()"
         )
         raise ValueError(msg)
+    if torch.is_inference_mode_enabled():
+        with torch.inference_mode(False):
+            return add_grad(prior, model_or_params, lam, hyper_lam=hyper_lam, n_threads=n_threads)
+    if not torch.is_grad_enabled():
+        return _add_grad(prior, model_or_params, lam, hyper_lam, n_threads)
+    torch.set_grad_enabled(False)
+    try:
+        return _add_grad(prior, model_or_params, lam, hyper_lam, n_threads)
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def _add_grad(
+    prior: MixturePrior,
+    model_or_params: nn.Module | TensorOrTensors,
+    lam: float,
+    hyper_lam: float | None,
+    n_threads: int | None,
+) -> float:
+    """:func:`add_grad` under ``no_grad``, outside inference mode."""
     ws = prior.penalized_parameters(model_or_params)
     mu, log_var, logit = params = prior.effective()  # no graph: under no_grad
     plan = _plan(ws, params)
