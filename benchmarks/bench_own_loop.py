@@ -10,15 +10,25 @@ validation, 360 test images) and network (``make_model("mlp", 8)``,
 7,200 retraining, 1,080 fine-tuning steps of 64 images), learning rates and
 prior strength (``lam = 2e-3 / n_train``):
 
-* own loop: what the README's "recipe from your own PyTorch loop" writes:
-  ``MixturePrior.from_weights(model)`` with every default, the prior's
-  penalty at the strength ``ErrorBudget(quantized=True)`` searches for (its
-  default budget, 0.1 pp, from the demo's tau; a check each epoch, adapting
-  and competing in retraining's second half), ``bound_widths_(step / steps)`` after each step,
-  ``Chooser.choose_quantization_(max_error=budget.limit)``, ``FineTuner``
-  (defaults) keeping the best epoch, ``save_compressed`` (the mixture
-  stored, as by default);
+* own loop: what the README's "recipe from your own PyTorch loop"
+  (docs/recipe.md) writes: pretraining keeping its best epoch
+  (``Chooser.keep_if_best``), ``MixturePrior.from_weights(model)`` with
+  every default, the prior's penalty at the strength ``ErrorBudget``
+  searches for (its defaults: the float network's error within 0.1 pp of
+  pretraining's, from the demo's tau; a check each epoch with
+  ``progress=``, so adapting from a tenth of retraining and competing in its
+  second half), ``bound_widths_(step / steps)`` after each step,
+  ``Chooser.choose_quantization_(max_error=budget.limit, mixture=False)``,
+  ``FineTuner`` (defaults) keeping the best epoch (the state before
+  fine-tuning competing), ``save_compressed(..., mixture=False)``; plain
+  (unfused) Adam, and a validation error as a float32 mean, as the README's
+  (``--fused``: Adam's fused kernel, as the demo's, everywhere);
 * demo: ``softshare.demo.run_network("mlp", ...)``.
+
+The batches are drawn as the demo draws them (a fresh permutation from a
+generator seeded alike at each epoch), so the two runs see the same images
+in the same order and differ only where the recipes (or Adam's fused and
+unfused arithmetic) do.
 
 Prints, per seed and as means, the ratio from the real ``.sws`` file bytes
 (float32 bytes over file bytes) and the validation and test error of the
@@ -49,17 +59,22 @@ def _error(model: Any, x: Any, y: Any) -> float:
         return float((model(x).argmax(1) != y).float().mean())
 
 
-def own_loop(data: demo.Data, seed: int, path: Path) -> None:
-    """The README's loop on the digits MLP, the library's defaults throughout."""
+def own_loop(data: demo.Data, seed: int, path: Path, *, fused: bool = False) -> None:
+    """The README's loop on the digits MLP, the library's defaults throughout.
+
+    ``fused`` gives every Adam (the two optimizers and the FineTuner's) the
+    fused kernel the demo uses; the recipe is the same.
+    """
+    adam: dict[str, Any] = {"fused": True} if fused else {}
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
     x_val, y_val = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
     model = demo.make_model("mlp", data.side)
 
-    def batches(steps: int) -> Any:
+    def batches(steps: int) -> Any:  # a fresh permutation each epoch, as the demo's
         done = 0
-        while True:
+        while done < steps:
             for idx in torch.randperm(len(y), generator=gen).split(CFG.batch_size):
                 if done == steps:
                     return
@@ -69,32 +84,35 @@ def own_loop(data: demo.Data, seed: int, path: Path) -> None:
     def error() -> float:
         return _error(model, x_val, y_val)
 
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for xb, yb in batches(CFG.pretrain_steps):  # 1. pretrain
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, **adam)
+    best = sst.Chooser(error)
+    for step, (xb, yb) in enumerate(batches(CFG.pretrain_steps)):  # 1. pretrain, keep the best
         opt.zero_grad()
         F.cross_entropy(model(xb), yb).backward()
         opt.step()
+        if (step + 1) % 18 == 0:  # epochs of 18 batches
+            best.keep_if_best(model)
+    best.restore_best(model)
     prior = sst.MixturePrior.from_weights(model)  # 2. retrain with the prior: defaults
     groups = prior.parameter_groups(
         lr_mu=CFG.lr_mu, lr_log_var=CFG.lr_log_var, lr_logit=CFG.lr_logit
     )
-    opt = torch.optim.Adam([{"params": model.parameters()}, *groups], lr=CFG.lr)
-    budget = sst.ErrorBudget(error, lam=CFG.tau / len(y), quantized=True)  # searched: 0.1 pp
-    epochs = CFG.retrain_steps // 18
+    opt = torch.optim.Adam([{"params": model.parameters()}, *groups], lr=CFG.lr, **adam)
+    budget = sst.ErrorBudget(error, lam=CFG.tau / len(y))  # searched: 0.1 pp
     for step, (xb, yb) in enumerate(batches(CFG.retrain_steps)):
         opt.zero_grad()
         (F.cross_entropy(model(xb), yb) + prior(model, budget.lam)).backward()
         opt.step()
         prior.bound_widths_(step / CFG.retrain_steps)  # no component swallows the weights
         if (step + 1) % 18 == 0:
-            settled = (step + 1) // 18 > epochs // 2  # the widths have narrowed
-            budget.check(model, prior, adapt=settled, keep=settled)
+            budget.check(model, prior, progress=(step + 1) / CFG.retrain_steps)
     budget.restore_best(model, prior)
     choice = sst.Chooser(error).choose_quantization_(  # 3.-4. merge, quantize
-        model, prior, max_error=budget.limit
+        model, prior, max_error=budget.limit, mixture=False
     )
-    tuner = sst.FineTuner(model, prior, choice.state)  # 5. fine-tune, keep the best epoch
+    tuner = sst.FineTuner(model, prior, choice.state, **adam)  # 5. fine-tune, keep the best
     chooser = sst.Chooser(error)
+    chooser.keep_if_best(model, state=tuner.state)
     for _ in range(CFG.finetune_steps // 18):  # epochs of 18 batches
         for xb, yb in batches(18):
             tuner.zero_grad()
@@ -102,7 +120,7 @@ def own_loop(data: demo.Data, seed: int, path: Path) -> None:
             tuner.step()
         chooser.keep_if_best(model, state=tuner.state)
     state = chooser.restore_best(model)
-    sst.save_compressed(path, model, prior, state=state)  # 6. the file
+    sst.save_compressed(path, model, prior, state=state, mixture=False)  # 6. the file
 
 
 def scored(path: Path, data: demo.Data) -> tuple[float, float, float]:
@@ -121,20 +139,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--fused", action="store_true", help="the own loop's Adams fused, as the demo's"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine_line())
-    print(f"torch {torch.__version__}, {args.threads} thread(s)\n")
+    adam = "fused Adam in both" if args.fused else "own loop: unfused Adam (the README's)"
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {adam}\n")
     print("| seed | recipe | ratio (file) | file bytes | val error % | test error % |")
     print("|---:|---|---:|---:|---:|---:|")
     rows: dict[str, list[tuple[float, float, float]]] = {"own loop": [], "demo": []}
+    same = 0  # seeds whose two files are byte for byte the same
     for seed in args.seeds:
         data = demo.load_data(None, seed)
         with tempfile.TemporaryDirectory() as tmp:
             own = Path(tmp) / "own.sws"
-            own_loop(data, seed, own)
+            own_loop(data, seed, own, fused=args.fused)
             demo.run_network("mlp", data, CFG, seed, Path(tmp), progress=False, plots=False)
-            for name, path in (("own loop", own), ("demo", Path(tmp) / f"mlp_seed{seed}.sws")):
+            theirs = Path(tmp) / f"mlp_seed{seed}.sws"
+            same += own.read_bytes() == theirs.read_bytes()
+            for name, path in (("own loop", own), ("demo", theirs)):
                 ratio, val, test = scored(path, data)
                 rows[name].append((ratio, val, test))
                 print(
@@ -148,7 +173,8 @@ def main() -> None:
     share = mean["own loop"][0] / mean["demo"][0]
     print(
         f"\nown loop / demo: {share:.0%} of the ratio, validation error "
-        f"{100 * (mean['own loop'][1] - mean['demo'][1]):+.2f} pp"
+        f"{100 * (mean['own loop'][1] - mean['demo'][1]):+.2f} pp; the two files the same "
+        f"byte for byte on {same} of {len(args.seeds)} seeds"
     )
 
 

@@ -54,6 +54,55 @@ def test_the_strength_rises_within_the_budget_and_falls_outside_down_to_its_floo
     assert low.lam == pytest.approx(5e-4)
 
 
+def test_progress_adapts_after_the_warmup_and_keeps_after_the_settling() -> None:
+    """``check(progress=)``: λ holds over the first ``warmup``, checks compete after ``settle``."""
+    model, prior, *_ = _net(2)
+    budget = sst.ErrorBudget(
+        _scripted([0.1] * 5), 1e-3, budget=0.01, baseline=0.1, smooth=1.0, warmup=0.2, settle=0.6
+    )
+    for progress in (0.2, 0.4, 0.6, 0.8, 1.0):  # at a bound: not yet past it
+        budget.check(model, prior, progress=progress)
+    lams = [c.lam for c in budget.history]
+    assert lams == pytest.approx([1e-3, 1e-3, 1.25e-3, 1.5625e-3, 1.953125e-3])
+    assert budget.best is budget.history[-1]  # the two checks past 0.6 competed: the later kept
+    assert budget.best.lam == pytest.approx(1.953125e-3)
+    by_hand = sst.ErrorBudget(_scripted([0.1, 0.1]), 1e-3, budget=0.01, baseline=0.1)
+    by_hand.check(model, prior, progress=0.0, adapt=True)  # adapt= decides over progress
+    by_hand.check(model, prior, progress=1.0, keep=False)
+    assert by_hand.lam == pytest.approx(1.25e-3 * 1.25)
+    assert by_hand.best is None
+
+
+def test_the_defaults_follow_the_demo_s_schedule() -> None:
+    model, prior, *_ = _net(3)
+    budget = sst.ErrorBudget(_scripted([0.1] * 3), 1e-3, budget=0.01, baseline=0.1)
+    assert (budget.warmup, budget.settle) == (0.1, 0.5)
+    for progress in (0.1, 0.5, 0.55):
+        budget.check(model, prior, progress=progress)
+    assert [c.lam for c in budget.history] == pytest.approx([1e-3, 1e-3, 1.25e-3])
+    assert budget.best is budget.history[2]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"progress": 1.5}, ValueError, r"progress must be in \[0, 1\]"),
+        ({"progress": -0.1}, ValueError, "progress must be finite and >= 0"),
+        ({"progress": "half"}, TypeError, "progress must be a number, got str"),
+        ({"adapt": 1}, TypeError, "adapt must be True or False"),
+        ({"keep": None, "adapt": "no"}, TypeError, "adapt must be True or False"),
+    ],
+)
+def test_bad_check_arguments_are_refused_by_name(
+    kwargs: dict[str, Any], error: type, words: str
+) -> None:
+    model, prior, *_ = _net(4)
+    budget = sst.ErrorBudget(lambda: 0.1, 1e-3, baseline=0.1)
+    with pytest.raises(error, match=words):
+        budget.check(model, prior, **kwargs)
+    assert not budget.history
+
+
 def test_the_smallest_file_within_the_budget_is_kept_and_restored() -> None:
     model, prior, *_ = _net(1)
     budget = sst.ErrorBudget(
@@ -136,6 +185,9 @@ def test_the_baseline_is_measured_when_not_given() -> None:
         ({"baseline": float("nan")}, ValueError, "baseline must be finite"),
         ({"mixture": 1}, TypeError, "mixture"),
         ({"quantized": "yes"}, TypeError, "quantized"),
+        ({"warmup": 1.5}, ValueError, r"warmup must be in \[0, 1\]"),
+        ({"settle": -0.5}, ValueError, "settle must be finite and >= 0"),
+        ({"settle": "half"}, TypeError, "settle must be a number, got str"),
     ],
 )
 def test_bad_settings_are_refused_by_name(kwargs: dict[str, Any], error: type, words: str) -> None:

@@ -75,6 +75,15 @@ def _number(name: str, value: object, *, above: float = -math.inf, low: float = 
     return number
 
 
+def _share(name: str, value: object) -> float:
+    """``value`` as a float in [0, 1], else an error naming ``name``."""
+    share = _number(name, value, low=0.0)
+    if share > 1:
+        msg = f"{name} must be in [0, 1], got {value!r}"
+        raise ValueError(msg)
+    return share
+
+
 class ErrorBudget:
     """Raise the prior's strength λ while the network stays within a validation error budget.
 
@@ -93,8 +102,13 @@ class ErrorBudget:
 
     While the weights first gather around the components the file sizes mean
     little and the errors move whatever λ: let those checks adapt λ but not
-    compete (``check(..., keep=False)``); λ never falls below its start. Merge and quantize afterwards with
-    ``Chooser.choose_quantization_(..., max_error=budget.limit)``.
+    compete (``check(..., keep=False)``); λ never falls below its start.
+    ``check(..., progress=step / steps)`` does so by the schedule
+    ``softshare demo`` uses: λ stays at its start over the first ``warmup``
+    of retraining and checks compete from ``settle`` on (after the zero
+    component has narrowed, :meth:`MixturePrior.bound_widths_`). Merge and
+    quantize afterwards with ``Chooser.choose_quantization_(...,
+    max_error=budget.limit)``.
 
     Parameters
     ----------
@@ -126,6 +140,13 @@ class ErrorBudget:
     mixture : bool, default False
         Size the files with the prior's mixture stored (as
         :func:`save_compressed`'s option).
+    warmup : float, default 0.1
+        With ``check(..., progress=)``: the share of retraining before λ
+        first changes (the weights first move towards the components).
+    settle : float, default 0.5
+        With ``check(..., progress=)``: the share of retraining before
+        checks compete for :attr:`best` (the widths have narrowed, so the
+        files' sizes and the errors mean something).
 
     Attributes
     ----------
@@ -144,7 +165,7 @@ class ErrorBudget:
         If ``error`` is not callable or a number is not a number.
     ValueError
         If ``lam`` or ``min_lam`` is not finite and above 0, ``grow`` not finite and above 1,
-        ``smooth`` not in (0, 1],
+        ``smooth`` not in (0, 1], ``warmup`` or ``settle`` not in [0, 1],
         ``budget`` negative, or the baseline (given or measured) not finite.
 
     Examples
@@ -154,7 +175,7 @@ class ErrorBudget:
     ...     loss = F.cross_entropy(model(x), y) + prior(model, budget.lam)
     ...     ...
     ...     if (step + 1) % steps_per_epoch == 0:
-    ...         budget.check(model, prior)
+    ...         budget.check(model, prior, progress=(step + 1) / steps)
     >>> budget.restore_best(model, prior)  # doctest: +SKIP
     """
 
@@ -170,6 +191,8 @@ class ErrorBudget:
         min_lam: float | None = None,
         quantized: bool = False,
         mixture: bool = False,
+        warmup: float = 0.1,
+        settle: float = 0.5,
     ) -> None:
         self._chooser = Chooser(error)
         self.lam = _number("lam", lam, above=0.0)
@@ -180,6 +203,8 @@ class ErrorBudget:
             msg = f"smooth must be in (0, 1], got {smooth!r}"
             raise ValueError(msg)
         self.budget = _number("budget", budget, low=0.0)
+        self.warmup = _share("warmup", warmup)
+        self.settle = _share("settle", settle)
         check_flag("quantized", quantized)
         check_flag("mixture", mixture)
         self.quantized = quantized
@@ -193,7 +218,13 @@ class ErrorBudget:
         self._closest: tuple[float, Any, Any] | None = None  # while none is within the budget
 
     def check(
-        self, model: nn.Module, prior: MixturePrior, *, adapt: bool = True, keep: bool = True
+        self,
+        model: nn.Module,
+        prior: MixturePrior,
+        *,
+        progress: float | None = None,
+        adapt: bool | None = None,
+        keep: bool | None = None,
     ) -> BudgetCheck:
         """Score the module, size its quantized file, keep it if the smallest within the budget, adapt λ.
 
@@ -204,18 +235,38 @@ class ErrorBudget:
         prior : MixturePrior
             The prior that quantizes it (by MAP assignment and by likelihood
             alone, as :meth:`Chooser.choose_quantization_` will choose).
-        adapt : bool, default True
-            Change :attr:`lam` by the check.
-        keep : bool, default True
+        progress : float, optional
+            The share of retraining done at this check (``step / steps``, in
+            [0, 1]): by default the check adapts λ once ``progress`` exceeds
+            :attr:`warmup` and competes once it exceeds :attr:`settle`.
+        adapt : bool, optional
+            Change :attr:`lam` by the check; by default True, or by
+            ``progress`` where given.
+        keep : bool, optional
             Let the check compete for :attr:`best` (False: e.g. while the
             weights first gather around the components and the file sizes
-            mean little yet).
+            mean little yet); by default True, or by ``progress`` where given.
 
         Returns
         -------
         BudgetCheck
             The check, also appended to :attr:`history`.
+
+        Raises
+        ------
+        ValueError
+            If ``progress`` is not in [0, 1].
+        TypeError
+            If ``progress`` is not a number or ``adapt`` or ``keep`` not a bool.
         """
+        if progress is not None:
+            done_share = _share("progress", progress)
+            adapt = done_share > self.warmup if adapt is None else adapt
+            keep = done_share > self.settle if keep is None else keep
+        adapt = True if adapt is None else adapt
+        keep = True if keep is None else keep
+        check_flag("adapt", adapt)
+        check_flag("keep", keep)
         err = self._chooser._score()  # the float network, for the record
         scored = []
         with tempfile.TemporaryDirectory() as tmp:
