@@ -21,9 +21,10 @@ Needs ``pip install "softshare[demo]"`` (torch, scikit-learn, matplotlib).
 from __future__ import annotations
 
 from .cli import main
+from .config import Config
 from .data import Data, load_data, load_mnist
 from .models import make_model
-from .recipe import Config, RunResult, run_network
+from .recipe import RunResult, run_network
 from .schedule import Schedule, schedule_for
 
 __all__ = [

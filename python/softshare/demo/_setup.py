@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from .. import compress
     from .._mixture import Mixture
     from ..torch import ErrorBudget, MixturePrior, QuantizationChoice, QuantizedState
+    from .config import Config
     from .data import Data
-    from .recipe import Config
 
 
 @dataclass

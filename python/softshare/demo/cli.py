@@ -11,17 +11,23 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __doc__ as _DEMO_DOC
 from ._loop import TrainingDiverged
+from .config import Config
 from .data import load_data
 from .models import DIGITS_MODELS, MODEL_SIDES, PAPER_MODELS, check_fits
 from .plots import FIGURES
-from .recipe import Config, run_network
+from .recipe import run_network
 from .report import mean_lines, means, sources, table, write_results
 from .schedule import MNIST_TRAIN, schedule_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+#: ``--help``'s first line: the first line of the package's docstring (a test checks they agree;
+#: read here, not imported from the package, which imports this module).
+DESCRIPTION = (
+    "``softshare demo``: the compression recipe end to end on data that ships with a package."
+)
 
 
 def _at_least(low: int, high: int, why: str = "") -> Callable[[str], int]:
@@ -97,8 +103,7 @@ def _out_folder(text: str) -> Path:
 
 def _parser() -> argparse.ArgumentParser:
     """The arguments, each checked as it is parsed (a clean ``error:``, exit status 2)."""
-    description = (_DEMO_DOC or "").splitlines()[0]
-    parser = argparse.ArgumentParser(prog="softshare demo", description=description)
+    parser = argparse.ArgumentParser(prog="softshare demo", description=DESCRIPTION)
     parser.add_argument(
         "--out",
         type=_out_folder,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .recipe import Config
+    from .config import Config
 
 MNIST_TRAIN = 55_000  # MNIST's 60,000 training images less the demo's 5,000 for validation
 STAGES = ("pretrain", "retrain", "finetune")
