@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -21,7 +21,22 @@ if TYPE_CHECKING:
 
     from numpy.typing import ArrayLike, NDArray
 
-    from ._format.model import ModelFile
+
+class _FileBytes(Protocol):
+    """Where a compressed model file's bytes go, as :meth:`CompressionReport.with_file` reads them.
+
+    :class:`softshare.compress.ModelFile` is one; a protocol, so that this module
+    need not import the file format's, which imports it.
+    """
+
+    @property
+    def file_bytes(self) -> int: ...
+
+    @property
+    def codebook_bytes(self) -> int: ...
+
+    @property
+    def layer_bytes(self) -> Mapping[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -86,7 +101,7 @@ class CompressionReport:
     file_bytes: int | None = None
     file_codebook_bytes: int | None = None
 
-    def with_file(self, model_file: ModelFile) -> CompressionReport:
+    def with_file(self, model_file: _FileBytes) -> CompressionReport:
         """This report with the real bytes of a compressed model file of the same layers.
 
         Raises ValueError when the file's layers are not the report's.
