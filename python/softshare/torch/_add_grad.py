@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ._checks import TensorOrTensors
-    from .prior import MixturePrior
+    from ._prior_like import PriorLike
 
 __all__ = ["add_grad"]
 
@@ -116,7 +116,7 @@ def _plan(weights: Sequence[Tensor], params: Sequence[Tensor]) -> _Plan | None:
     return _Plan(buffers, kinds, dense_, segments)
 
 
-def _plain_mixture_grads(prior: MixturePrior, grads: Sequence[Tensor]) -> None:
+def _plain_mixture_grads(prior: PriorLike, grads: Sequence[Tensor]) -> None:
     """The mixture part of :func:`add_grad` without ``pi_zero`` or a hyper-prior: leaves only."""
     g_mu, g_lv, g_logit = grads
     if prior.zero_component:  # mu[0] is pinned: autograd's slice gives it +0
@@ -127,7 +127,7 @@ def _plain_mixture_grads(prior: MixturePrior, grads: Sequence[Tensor]) -> None:
 
 
 def _prior_mixture_grads(
-    prior: MixturePrior,
+    prior: PriorLike,
     value: Tensor,
     grads: Sequence[Tensor],
     lam: float,
@@ -150,7 +150,7 @@ def _prior_mixture_grads(
 
 
 def _through_autograd(
-    prior: MixturePrior,
+    prior: PriorLike,
     model_or_params: nn.Module | TensorOrTensors,
     lam: float,
     hyper_lam: float | None,
@@ -164,7 +164,7 @@ def _through_autograd(
 
 
 def add_grad(
-    prior: MixturePrior,
+    prior: PriorLike,
     model_or_params: nn.Module | TensorOrTensors,
     lam: float = 1.0,
     *,
@@ -197,7 +197,7 @@ def add_grad(
 
 
 def _add_grad(
-    prior: MixturePrior,
+    prior: PriorLike,
     model_or_params: nn.Module | TensorOrTensors,
     lam: float,
     hyper_lam: float | None,

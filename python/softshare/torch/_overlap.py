@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from ._checks import TensorOrTensors
-    from .prior import MixturePrior
+    from ._prior_like import PriorLike
 
 __all__ = [
     "PendingPenalty",
@@ -338,7 +338,7 @@ def start_penalty(
 
 
 def start_prior(
-    prior: MixturePrior,
+    prior: PriorLike,
     model_or_params: nn.Module | TensorOrTensors,
     lam: float,
     hyper_lam: float | None,

@@ -25,10 +25,11 @@ from ._select import selected
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from typing_extensions import Self  # the class inheriting the steps: MixturePrior
+
     from .._mixture import Mixture
     from ..compress._storage import CompressionReport
     from ._checks import TensorOrTensors
-    from .prior import MixturePrior
 
 __all__ = ["RecipeSteps"]
 
@@ -49,7 +50,7 @@ class RecipeSteps:
         @classmethod
         def from_mixture(
             cls, mixture: Mixture, *, dtype: torch.dtype | None = None, **kwargs: Any
-        ) -> MixturePrior: ...
+        ) -> Self: ...
 
         def mixture(self) -> Mixture: ...
 
@@ -70,7 +71,7 @@ class RecipeSteps:
         max_sigma_fraction: float | None = 0.05,
         dtype: torch.dtype | None = None,
         **kwargs: Any,
-    ) -> MixturePrior:
+    ) -> Self:
         """A prior laid over trained weights, with a zero component: Ullrich et al.'s start.
 
         Parameters
