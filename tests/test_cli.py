@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import softshare.demo
 from softshare.__main__ import main
 from softshare.demo import cli
 from softshare.demo.recipe import RunResult
@@ -31,6 +32,12 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(cli, "load_data", fail)
     monkeypatch.setattr(cli, "run_network", fail)
+
+
+def test_help_opens_with_the_demo_packages_first_line() -> None:
+    """``cli.DESCRIPTION`` is a copy (the package imports ``cli``: it cannot import the package)."""
+    assert (softshare.demo.__doc__ or "").splitlines()[0] == cli.DESCRIPTION
+    assert cli._parser().description == cli.DESCRIPTION
 
 
 def _mnist_npz(path: Path, **change: np.ndarray) -> Path:

@@ -44,11 +44,19 @@ def _imports(path: Path) -> set[str]:
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            found.add(module)
-            found.update(f"{module}.{alias.name}" for alias in node.names)
+            named = {f"{module}.{alias.name}" for alias in node.names}
+            found.update(named)
+            if not named <= MODULES:  # names defined in ``module``, not only its submodules
+                found.add(module)
     return found
 
 
+#: The package's modules, the compiled ones (``_core``) included.
+MODULES = {
+    _module_name(p.with_name(p.name.split(".")[0] + ".py"))
+    for p in PACKAGE.rglob("*")
+    if p.suffix in {".py", ".pyi", ".so", ".pyd"}
+}
 GRAPH = {_module_name(p): _imports(p) for p in SOURCES}
 
 
@@ -156,3 +164,40 @@ def test_top_level_package_never_imports_jax() -> None:
         "or m.startswith('softshare.jax')]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _shortest_cycle(start: str) -> list[str] | None:
+    """The shortest chain of imports from ``start`` back to it (``[start, ..., start]``), if any."""
+    came_from: dict[str, str] = {}
+    todo = [start]
+    while todo:
+        following = []
+        for module in todo:
+            for target in sorted(GRAPH[module]):
+                if target == start:
+                    chain = [module]
+                    while chain[-1] != start:
+                        chain.append(came_from[chain[-1]])
+                    return [*reversed(chain), start]
+                if target in GRAPH and target not in came_from:
+                    came_from[target] = module
+                    following.append(target)
+        todo = following
+    return None
+
+
+def test_no_import_cycles_type_only_included() -> None:
+    """No module imports itself through others: at run time, under ``TYPE_CHECKING``, or in a function.
+
+    Importing a submodule runs its package's ``__init__`` first; that alone is no
+    edge here (``from . import _core`` is an edge to ``_core``), but importing a
+    name the package defines is.
+    """
+    cycles: list[list[str]] = []
+    for module in sorted(GRAPH):
+        if any(module in cycle for cycle in cycles):
+            continue
+        cycle = _shortest_cycle(module)
+        if cycle is not None:
+            cycles.append(cycle)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
