@@ -1,7 +1,7 @@
 // softshare._core's testing hooks: one target's vectorised math, and the grouped kernel's plan.
 //
 // Registered by bindings.cpp's module through register_hooks; the tests call
-// them (tests/test_vmath.py, the grouping tests), the package never does.
+// them (tests/kernel/test_vmath.py, the grouping tests), the package never does.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 

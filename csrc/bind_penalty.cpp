@@ -153,7 +153,7 @@ py::object penalty_array(const py::handle& w_in, const py::array& mu, const py::
         if (responsibilities) gammas.append(gamma);
         return pass_tuple(totals, m, grads, gammas, responsibilities, py::none());
     }
-    // PenaltyResult's fields in its order, interned once (tests/test_small_calls.py
+    // PenaltyResult's fields in its order, interned once (tests/kernel/test_small_calls.py
     // holds the two to one list).
     static PyObject* const* const kFields = [] {
         static PyObject* names[10];

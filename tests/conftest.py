@@ -1,3 +1,5 @@
+"""Fixtures and helpers for every room: the SIMD paths, one torch thread, tolerances, comparisons."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

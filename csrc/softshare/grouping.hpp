@@ -8,7 +8,7 @@
 //     z_j = (w - mu_j) r_j - r_lo_j,   l_j = c_j - z_j^2,   e_j = exp2(l_j - max_k l_k),
 // and exp2_neg returns exactly 0 for an argument below `low`, log2 of T's
 // smallest normal (-126 or -1022), on every SIMD path (vmath-inl.hpp,
-// tests/test_vmath.py). A component whose e_j is 0 contributes exact zeros to
+// tests/kernel/test_vmath.py). A component whose e_j is 0 contributes exact zeros to
 // the sum of the e's, to grad_w, to gamma and to S0, S1, S2, and is not the
 // maximum: leaving it out changes no bit of a weight's results (tile_pass).
 //

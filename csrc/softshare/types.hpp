@@ -30,7 +30,7 @@ constexpr std::int64_t kBlockSize = 4096;
 // Tiles whose S0/S1/S2 terms are summed per lane in the weights' precision
 // before being added to the float64 accumulators (each tile adds kUnroll = 4
 // vectors): a float32 partial holds at most 32 terms, so its rounding stays
-// within a few ulp of the terms' own (tests/test_parity.py checks 1e-6
+// within a few ulp of the terms' own (tests/kernel/test_parity.py checks 1e-6
 // norm-relative component gradients at N = 1e7).
 constexpr int kSubTiles = 8;
 

@@ -8,7 +8,7 @@
 // each per-target translation unit gets its own copy and the linker can never
 // hand one instruction set's code to another.
 //
-// Accuracy (checked against long double on every SIMD path by tests/test_vmath.py):
+// Accuracy (checked against long double on every SIMD path by tests/kernel/test_vmath.py):
 //   exp2_neg: 2^x for x <= 0 (the kernel works in base 2: x = l - max(l)).
 //             2^round(x) * P(f), f = x - round(x) exact, P a degree-6
 //             near-minimax polynomial for float and the degree-13 Taylor series

@@ -76,7 +76,7 @@ def mixture_gradients(
     -----
     The native twin, ``csrc/softshare/gradients.hpp``, finishes
     ``softshare.torch``'s step without returning to Python;
-    ``tests/test_torch.py`` holds the two together.
+    ``tests/torch/test_torch.py`` holds the two together.
     """
     grad_mu = -lam * s1 / var
     grad_log_var = 0.5 * lam * (s0 - s2 / var)

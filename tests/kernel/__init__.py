@@ -1,0 +1,3 @@
+"""The native penalty pass against the NumPy reference: SIMD paths, threads, extremes, memory."""
+
+from __future__ import annotations
