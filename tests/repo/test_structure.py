@@ -1,4 +1,4 @@
-"""The package's shape: short one-job modules and C++ files, and an import graph that points one way."""
+"""The repository's shape: short one-job modules and files, and an import graph that points one way, without cycles."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ import softshare
 
 PACKAGE = Path(softshare.__file__).resolve().parent
 SOURCES = sorted(PACKAGE.rglob("*.py"))
+ROOT = Path(__file__).resolve().parents[2]
 # The C++ sources of the compiled module (vendored headers live in third_party/).
-CSRC = Path(__file__).resolve().parents[2] / "csrc"
+CSRC = ROOT / "csrc"
+#: The repository's other Python files: tests, benchmarks, tools.
+REPO_SOURCES = sorted(p for d in ("tests", "benchmarks", "tools") for p in (ROOT / d).rglob("*.py"))
 NATIVE_SOURCES = sorted(
     p
     for p in CSRC.rglob("*")
@@ -86,6 +89,14 @@ def test_sources_found() -> None:
 def test_module_is_short_and_states_its_job(path: Path) -> None:
     doc = ast.get_docstring(ast.parse(_short(path, 500)))
     assert doc, f"{path.name} has no module docstring stating its job"
+
+
+@pytest.mark.parametrize("path", REPO_SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_repository_python_file_is_short_and_states_its_job(path: Path) -> None:
+    tree = ast.parse(_short(path, 500))
+    assert ast.get_docstring(tree), f"{path.name} has no module docstring stating its job"
+    future = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "__future__"]
+    assert future, f"{path.name} does not import annotations from __future__"
 
 
 @pytest.mark.parametrize("path", NATIVE_SOURCES, ids=lambda p: str(p.relative_to(CSRC)))
