@@ -1,4 +1,4 @@
-"""Files in and out on adversarial input: the quantized export's archive and the MNIST loaders.
+"""The quantized export's archive (``save_quantized``/``load_quantized``) on adversarial input.
 
 Every reproducer of "never silently wrong, never hung" for files gets the
 right answer or a clear exception whose message is checked.
@@ -6,7 +6,6 @@ right answer or a clear exception whose message is checked.
 
 from __future__ import annotations
 
-import gzip
 import tempfile
 import tracemalloc
 import zipfile
@@ -20,9 +19,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import softshare
-from softshare import compress, demo
+from softshare import compress
 from softshare.compress._format import npz as _npzfile
-from softshare.demo import data as demo_data
+
+from tests._archives import declare, zeros_npz
 
 BOOK = np.linspace(-1.0, 1.0, 10)
 BOOK32 = BOOK.astype(np.float32)
@@ -225,39 +225,10 @@ def test_load_refuses_a_corrupt_archive(tmp_path: Path) -> None:
         compress.load_quantized(path)
 
 
-def _zeros_npz(path: Path, shapes: dict[str, tuple[int, ...]], dtype: str = "|u1") -> Path:
-    """An .npz of zero arrays written in chunks (a zip bomb costs nothing to make)."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for name, shape in shapes.items():
-            with zf.open(name + ".npy", "w", force_zip64=True) as f:
-                header = {"descr": dtype, "fortran_order": False, "shape": shape}
-                np.lib.format.write_array_header_1_0(f, header)
-                left = int(np.prod(shape)) * np.dtype(dtype).itemsize
-                while left:
-                    f.write(bytes(min(left, 1 << 22)))
-                    left -= min(left, 1 << 22)
-    return path
-
-
-def _declare(path: Path, member: str, size: int) -> Path:
-    """Make the zip directory declare ``size`` bytes for ``member`` (its data unchanged)."""
-    raw = bytearray(path.read_bytes())
-    at = raw.index(b"PK\x01\x02")  # the first directory entry
-    while True:
-        n_name, n_extra, n_comment = (
-            int.from_bytes(raw[at + i : at + i + 2], "little") for i in (28, 30, 32)
-        )
-        if raw[at + 46 : at + 46 + n_name] == member.encode():
-            raw[at + 24 : at + 28] = size.to_bytes(4, "little")
-            path.write_bytes(bytes(raw))
-            return path
-        at += 46 + n_name + n_extra + n_comment
-
-
 def test_load_refuses_zip_bombs_and_too_many_members(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bomb = _zeros_npz(tmp_path / "bomb.npz", {"codebook": (1,), "w": (100 << 20,)})
+    bomb = zeros_npz(tmp_path / "bomb.npz", {"codebook": (1,), "w": (100 << 20,)})
     assert bomb.stat().st_size < (1 << 20)  # 100 MiB of indices in under 1 MiB of file
     tracemalloc.start()
     try:
@@ -266,173 +237,21 @@ def test_load_refuses_zip_bombs_and_too_many_members(
         assert tracemalloc.get_traced_memory()[1] < 4 << 20  # refused before reading
     finally:
         tracemalloc.stop()
-    liar = _declare(
-        _zeros_npz(tmp_path / "liar.npz", {"codebook": (1,), "w": (9,)}), "w.npy", 3_000_000_000
+    liar = declare(
+        zeros_npz(tmp_path / "liar.npz", {"codebook": (1,), "w": (9,)}), "w.npy", 3_000_000_000
     )
     with pytest.raises(ValueError, match=r"3000000\d{3} bytes from"):
         compress.load_quantized(liar)  # judged by what it declares
-    small = _zeros_npz(tmp_path / "small.npz", {"codebook": (1,), "w": (10_000,)})
+    small = zeros_npz(tmp_path / "small.npz", {"codebook": (1,), "w": (10_000,)})
     assert len(compress.load_quantized(small)["w"]) == 10_000  # small files: any ratio
     monkeypatch.setattr(_npzfile, "MAX_BYTES", 5_000)
     with pytest.raises(ValueError, match="over 5000"):
         compress.load_quantized(small)
     monkeypatch.setattr(_npzfile, "MAX_MEMBERS", 3)
-    many = _zeros_npz(tmp_path / "many.npz", {f"m{i}": (1,) for i in range(4)})
+    many = zeros_npz(tmp_path / "many.npz", {f"m{i}": (1,) for i in range(4)})
     with pytest.raises(ValueError, match="more than 3 members"):
         compress.load_quantized(many)
     monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 2)  # makes zipfile write a ZIP64 record
-    zip64 = _zeros_npz(tmp_path / "zip64.npz", {f"m{i}": (1,) for i in range(3)})
+    zip64 = zeros_npz(tmp_path / "zip64.npz", {f"m{i}": (1,) for i in range(3)})
     with pytest.raises(ValueError, match="ZIP64"):
         compress.load_quantized(zip64)
-
-
-# ---- the MNIST loaders ---------------------------------------------------------------------
-
-
-def _write_idx(path: Path, array: np.ndarray, header: bytes | None = None) -> None:
-    head = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(s).to_bytes(4, "big") for s in array.shape
-    )
-    data = (head if header is None else header) + array.astype(np.uint8).tobytes()
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
-
-
-def _mnist(n_train: int = 50, n_test: int = 20, side: int = 28) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return {
-        "x_train": rng.integers(0, 256, (n_train, side, side), dtype=np.uint8),
-        "y_train": rng.integers(0, 10, n_train, dtype=np.uint8),
-        "x_test": rng.integers(0, 256, (n_test, side, side), dtype=np.uint8),
-        "y_test": rng.integers(0, 10, n_test, dtype=np.uint8),
-    }
-
-
-def _idx_folder(folder: Path, arrays: dict[str, np.ndarray], *, gz: bool = False) -> Path:
-    folder.mkdir()
-    for key, stem in demo_data._IDX_FILES.items():
-        _write_idx(folder / (stem + (".gz" if gz and key.endswith("train") else "")), arrays[key])
-    return folder
-
-
-def test_mnist_loaders_on_small_synthetic_files(tmp_path: Path) -> None:
-    arrays = _mnist()
-    npz = tmp_path / "mnist.npz"
-    np.savez(npz, **arrays)
-    idx = _idx_folder(tmp_path / "idx", arrays, gz=True)
-    for source in (npz, idx):
-        loaded = demo.load_mnist(source)
-        for got, key in zip(loaded, ("x_train", "y_train", "x_test", "y_test")):
-            np.testing.assert_array_equal(got, arrays[key])
-        data = demo.load_data(str(source), seed=0)
-        assert data.side == 28
-        assert data.x_train.shape[1:] == (28, 28)
-        assert len(data.y_train) + len(data.y_val) == 50
-        assert len(data.y_test) == 20
-        assert float(data.x_train.max()) <= 1.0
-    with pytest.raises(FileNotFoundError, match="IDX"):
-        demo.load_mnist(tmp_path / "idx_missing")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
-        demo.load_mnist(tmp_path / "empty")
-
-
-def _bad_idx(tmp_path: Path, key: str, array: np.ndarray, header: bytes | None = None) -> Path:
-    folder = _idx_folder(tmp_path / "idx", _mnist())
-    _write_idx(folder / demo_data._IDX_FILES[key], array, header)
-    return folder
-
-
-@pytest.mark.parametrize(
-    ("key", "array", "header", "match"),
-    [
-        ("y_train", np.zeros(49), None, "train-images.* holds 50 images but .*labels.* 49 labels"),
-        ("x_test", np.zeros((20, 14, 14)), None, r"x_test must have shape \(n, 28, 28\).*14, 14"),
-        ("x_test", np.zeros((20, 784)), None, r"x_test must have shape .* found \(20, 784\)"),
-        ("y_test", np.zeros((20, 28, 28)), None, r"y_test must have shape \(n,\)"),
-        ("y_test", np.array([1, 2, 10, *[0] * 17]), None, "label 10 at position 2 is not a digit"),
-        ("y_test", np.zeros(0), b"\0\0", "not an IDX file"),
-        ("y_test", np.zeros(0), b"\0\0\x0d\x01" + (3).to_bytes(4, "big"), "not an IDX file"),
-        ("y_test", np.zeros(0), b"\0\0\x08\x02" + bytes(8), r"y_test must .* found \(0, 0\)"),
-        ("y_test", np.zeros(19), b"\0\0\x08\x01" + (20).to_bytes(4, "big"), "holds 19$"),
-        ("y_test", np.zeros(21), b"\0\0\x08\x01" + (20).to_bytes(4, "big"), "holds 20 and more"),
-        ("y_test", np.zeros(0), b"\0\0\x08\x01\0\0", "not an IDX file"),
-        (
-            "x_test",
-            np.zeros(0),
-            b"\0\0\x08\x03" + (10**9).to_bytes(4, "big") + bytes([0, 0, 0, 28]) * 2,
-            "at most",
-        ),
-    ],
-)
-def test_idx_files_are_checked(
-    tmp_path: Path, key: str, array: np.ndarray, header: bytes | None, match: str
-) -> None:
-    with pytest.raises(ValueError, match=match):
-        demo.load_mnist(_bad_idx(tmp_path, key, array, header))
-
-
-def test_gzip_bomb_reads_no_more_than_declared(tmp_path: Path) -> None:
-    folder = _idx_folder(tmp_path / "idx", _mnist())
-    path = folder / (demo_data._IDX_FILES["y_train"] + ".gz")
-    with gzip.open(path, "wb", compresslevel=1) as f:  # 50 labels declared, 200 MiB held
-        f.write(b"\0\0\x08\x01" + (50).to_bytes(4, "big"))
-        for _ in range(50):
-            f.write(bytes(4 << 20))
-    (folder / demo_data._IDX_FILES["y_train"]).unlink()
-    tracemalloc.start()
-    try:
-        with pytest.raises(ValueError, match="holds 50 and more"):
-            demo.load_mnist(folder)
-        assert tracemalloc.get_traced_memory()[1] < 16 << 20
-    finally:
-        tracemalloc.stop()
-
-
-@pytest.mark.parametrize(
-    ("change", "match"),
-    [
-        ({"extra": np.zeros(1)}, "more than 4 members"),
-        ({"x_test": None}, "holds exactly"),
-        ({"x_train": np.zeros((50, 28, 28), np.float32)}, "x_train must hold uint8 pixels"),
-        ({"y_train": np.zeros(50, bool)}, "y_train must hold integer labels"),
-        ({"y_train": np.full(50, -1, np.int64)}, "label -1 at position 0 is not a digit"),
-        ({"x_train": np.zeros((200, 14, 14), np.uint8)}, r"x_train must have shape \(n, 28, 28\)"),
-        ({"y_test": np.zeros(21, np.uint8)}, r"x_test\] holds 20 images but .*y_test\] holds 21"),
-        ({"y_train": np.zeros(1, np.uint8), "x_train": np.zeros((1, 28, 28), np.uint8)}, "2 train"),
-    ],
-)
-def test_npz_is_checked(tmp_path: Path, change: dict[str, Any], match: str) -> None:
-    arrays = {**_mnist(), **change}
-    path = tmp_path / "mnist.npz"
-    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
-    with pytest.raises(ValueError, match=match):
-        demo.load_data(str(path), seed=0)
-
-
-def test_other_files_are_not_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    np.save(tmp_path / "mnist.npy", np.zeros((3, 28, 28), np.uint8))
-    (tmp_path / "tiny").write_bytes(b"\0\0")
-    for name in ("mnist.npy", "tiny"):
-        with pytest.raises(ValueError, match=r"not an \.npz archive or a folder of IDX files"):
-            demo.load_mnist(tmp_path / name)
-    shapes = {"x_train": (50, 28, 28), "y_train": (50,), "x_test": (1, 28, 28), "y_test": (1,)}
-    bomb = _declare(_zeros_npz(tmp_path / "bomb.npz", shapes), "x_train.npy", 1_350_000_000)
-    assert bomb.stat().st_size < 150_000
-    with pytest.raises(ValueError, match=r"13500\d{5} bytes from \d+: .*\(a zip bomb\)"):
-        demo.load_mnist(bomb)
-    monkeypatch.setattr(demo_data, "_MAX_BYTES", 1000)
-    np.savez(tmp_path / "ok.npz", **_mnist())
-    with pytest.raises(ValueError, match="over 1000"):
-        demo.load_mnist(tmp_path / "ok.npz")
-
-
-def test_load_data_split_sizes(tmp_path: Path) -> None:
-    np.savez(tmp_path / "m.npz", **_mnist(n_train=2, n_test=1))
-    data = demo.load_data(str(tmp_path / "m.npz"), seed=0, val_fraction=0.9)
-    assert (len(data.y_train), len(data.y_val)) == (1, 1)
-    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\)"):
-        demo.load_data(str(tmp_path / "m.npz"), seed=0, val_fraction=1.0)
