@@ -99,6 +99,8 @@ def retrain_with_prior(s: Setup) -> Retrained:
             budget=cfg.error_budget,
             grow=cfg.budget_grow,
             quantized=cfg.budget_quantized,
+            warmup=cfg.budget_warmup,
+            settle=cfg.budget_settle,
         )
     chooser = sst.Chooser(val_error)
     bar, every = s.bar("retrain ", total), s.sched.every(total)
@@ -120,12 +122,7 @@ def retrain_with_prior(s: Setup) -> Retrained:
         mix = prior.mixture()
         history.append((step + 1, mix.mu.copy(), mix.sigma.copy()))
         if budget is not None:
-            done = budget.check(
-                model,
-                prior,
-                adapt=step + 1 > cfg.budget_warmup * total,
-                keep=step + 1 > cfg.budget_settle * total,
-            )
+            done = budget.check(model, prior, progress=(step + 1) / total)
             status = f"tau {done.lam * n_train:.3g} val err {100 * done.error:.2f} %"
             bar.update(step, f"{status} {done.file_bytes} B")
             continue
