@@ -97,15 +97,36 @@ struct Runner {
         const Segment& seg = segments[static_cast<std::size_t>(b.segment)];
         if (seg.dtype == DType::f64) {
             double* out = static_cast<double*>(seg.grad_w) + b.begin;
+            if (seg.accumulate) prefetch(out, b.n);
             double* g = seg.accumulate ? block_buffer(ts.add64) : out;
             block_f64(seg, b, g, partial, ts);
             if (seg.accumulate) add_into(table.add_f64, out, g, b.n);
             return;
         }
         float* out = static_cast<float*>(seg.grad_w) + b.begin;
+        if (seg.accumulate) prefetch(out, b.n);
         float* g = seg.accumulate ? block_buffer(ts.add32) : out;
         block_f32(seg, b, g, partial, ts);
         if (seg.accumulate) add_into(table.add_f32, out, g, b.n);
+    }
+
+    // The caller's gradient that the addition after the block's pass reads,
+    // asked for (into L2) before the pass computes: a .grad fresh from the
+    // backward pass is rarely in cache, and the addition, a phase of its own,
+    // would otherwise wait on memory for every block (measured in a LeNet-5
+    // training step, 1 thread: the accumulating pass 95 -> 77 us above the
+    // pass writing a fresh array, of 1.3 ms). A read hint: baseline x86-64
+    // has no write prefetch.
+    template <class T>
+    static void prefetch(const T* out, std::int64_t n) {
+#if defined(__GNUC__)
+        const char* p = reinterpret_cast<const char*>(out);
+        const std::int64_t bytes = n * static_cast<std::int64_t>(sizeof(T));
+        for (std::int64_t at = 0; at < bytes; at += 64) __builtin_prefetch(p + at, 0, 2);
+#else
+        (void)out;
+        (void)n;
+#endif
     }
 
     template <class T>
