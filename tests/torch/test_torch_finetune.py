@@ -92,6 +92,21 @@ def test_without_straight_through_the_assignment_is_kept() -> None:
     assert not torch.equal(before.codebook, after.codebook)
 
 
+def test_keep_pruned_keeps_pruned_weights_pruned() -> None:
+    left = {}
+    for keep in (False, True):
+        model, prior, x, y, _ = _task(2)
+        prior.merge_(model)
+        tuner = sst.FineTuner(model, prior, reassign_every=1, lr_weights=3e-2, keep_pruned=keep)
+        pruned = {n: p.detach() == 0 for n, p in model.named_parameters()}
+        assert sum(int(m.sum()) for m in pruned.values()) > 100
+        for _ in range(3):
+            _epoch(model, tuner, x, y)
+        weights = tuner.state.weights()
+        left[keep] = sum(int((pruned[n] & (weights[n] != 0)).sum()) for n in pruned)
+    assert left[True] == 0 < left[False]  # without it, straight-through moves them back out
+
+
 def test_reassignment_runs_every_k_steps_only(monkeypatch: pytest.MonkeyPatch) -> None:
     model, prior, x, y, _ = _task(2)
     prior.merge_(model)

@@ -84,6 +84,15 @@ class FineTuner:
     straight_through : bool, default True
         False: the shadows never move, so the assignment is kept and only the
         shared values learn.
+    keep_pruned : bool, default False
+        True: a weight assigned to the zero component (value exactly 0) gets
+        no gradient, so its shadow stays where it is and the next
+        reassignment leaves it pruned (unless a shared value moves across
+        it): pruned weights stay pruned, as pruning's mask keeps them in Han
+        et al.'s fine-tuning. Without it, straight-through gradients move
+        pruned weights back out and the file grows (LeNet-300-100 on MNIST,
+        ``softshare demo``'s recipe, seed 0: 46.0x at 1.56 % test error
+        without, 56.4x at 1.77 % with; the demo does not use it yet).
     use_pi : bool, default True
         Without ``state``: MAP assignment (True) or likelihood alone.
     **adam
@@ -120,6 +129,7 @@ class FineTuner:
         reassign_every: int = 32,
         straight_through: bool = True,
         use_pi: bool = True,
+        keep_pruned: bool = False,
         **adam: Any,
     ) -> None:
         from .prior import MixturePrior
@@ -133,6 +143,7 @@ class FineTuner:
         _positive("reassign_every", reassign_every, integer=True)
         self.prior, self.reassign_every = prior, reassign_every
         self.straight_through = bool(straight_through)
+        self.keep_pruned = bool(keep_pruned)
         self._params = prior._chosen(model)
         self._shadows = {n: p.detach().clone() for n, p in self._params.items()}
         if state is None:
@@ -185,7 +196,10 @@ class FineTuner:
             if g is None:
                 self._shadows[name].grad = None
                 continue
-            grad.index_add_(0, self._comps[name], g.reshape(-1).to(grad.dtype))
+            comps = self._comps[name]
+            grad.index_add_(0, comps, g.reshape(-1).to(grad.dtype))
+            if self.keep_pruned:  # no gradient for a weight of a zero-valued component
+                g = g.masked_fill((self._keep[comps] == 0).view_as(g), 0.0)
             self._shadows[name].grad = g
         self.values.grad = grad * self._keep
         for opt in self._optimizers:
