@@ -156,6 +156,7 @@ class FineTuner:
         self.values = nn.Parameter(torch.tensor(mu, dtype=prior.mu.dtype, device=like.device))
         self._keep = torch.tensor(mu != 0, dtype=self.values.dtype, device=like.device)
         self._comps: dict[str, Tensor] = {}
+        self._pruned: dict[str, Tensor] = {}  # with keep_pruned: the zero component's weights
         self._set_components(state)
         self._optimizers = [torch.optim.Adam([self.values], lr=lr, **adam)]
         if self.straight_through:
@@ -164,11 +165,18 @@ class FineTuner:
         self.steps = 0
 
     def _set_components(self, state: QuantizedState) -> None:
-        """Each weight's component (flat, int64, on its device) from a state's indices."""
+        """Each weight's component (flat, int64, on its device) from a state's indices.
+
+        With ``keep_pruned``, also which weights the zero-valued component
+        holds: they change only with the assignment, not every step.
+        """
         table = np.asarray(state.components, dtype=np.int64)
         for name, idx in state.network.indices.items():
-            comps = torch.from_numpy(table[idx.reshape(-1)])
-            self._comps[name] = comps.to(self._params[name].device)
+            p = self._params[name]
+            comps = torch.from_numpy(table[idx.reshape(-1)]).to(p.device)
+            self._comps[name] = comps
+            if self.keep_pruned:
+                self._pruned[name] = (self._keep[comps] == 0).view(p.shape)
 
     @property
     def state(self) -> QuantizedState:
@@ -199,7 +207,7 @@ class FineTuner:
             comps = self._comps[name]
             grad.index_add_(0, comps, g.reshape(-1).to(grad.dtype))
             if self.keep_pruned:  # no gradient for a weight of a zero-valued component
-                g = g.masked_fill((self._keep[comps] == 0).view_as(g), 0.0)
+                g = g.masked_fill(self._pruned[name], 0.0)
             self._shadows[name].grad = g
         self.values.grad = grad * self._keep
         for opt in self._optimizers:
